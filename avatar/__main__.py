@@ -1,0 +1,6 @@
+"""`python -m avatar`: the same entry point as the `avatar` console script."""
+
+from avatar.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""Composition: avatar's resolvers, the `auto` profile option, and `load_config()`.
+
+The auto choice is a custom OmegaConf resolver, `${avatar.auto_profile:}`. Its
+answer becomes the `profile/auto` option, stored in Hydra's ConfigStore before
+composition as `{defaults: [<answer>]}`. That shape works on hydra-core 1.3.8 and
+1.4 alike; an interpolation inside the defaults list itself does not (1.4 rejects
+it, and 1.3 breaks on nested defaults; see facts.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import omegaconf
+import yaml
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from avatar.errors import ConfigFileError, ProfileError
+from avatar.hardware import GPUDetection, detect_gpu
+from avatar.profiles import (
+    AUTO,
+    PROFILE_GROUP,
+    ProfileChoice,
+    ProfileSpec,
+    builtin_conf_dir,
+    load_profiles,
+    pick_profile,
+    profile_files,
+)
+from avatar.schema import SCHEMA_NAME, AvatarConfig, validate
+
+log = logging.getLogger("avatar.compose")
+
+PROFILE_ENV = "AVATAR_PROFILE"
+PRIMARY_CONFIG = "config"
+
+
+def register_resolver(name: str, fn: Callable[..., Any]) -> None:
+    """Register under the `avatar.` namespace on omegaconf 2.3 and 2.4.
+
+    2.4 renames the API: `register_resolver` is the new one there, while in 2.3 it
+    is the legacy API with other semantics, so this branches on the version.
+    """
+    major_minor = tuple(int(p) for p in omegaconf.__version__.split(".")[:2])
+    register = (
+        OmegaConf.register_resolver  # type: ignore[attr-defined]
+        if major_minor >= (2, 4)
+        else OmegaConf.register_new_resolver
+    )
+    register(f"avatar.{name}", fn, replace=True)
+
+
+class AutoProfile:
+    """Answers "which profile fits this machine" once per process (detection is cached)."""
+
+    def __init__(
+        self,
+        conf_dirs: Sequence[Path],
+        *,
+        gpu_index: int | None = None,
+        env: Mapping[str, str] | None = None,
+        detector: Callable[[int | None], GPUDetection] = detect_gpu,
+    ) -> None:
+        self.conf_dirs = list(conf_dirs)
+        self.gpu_index = gpu_index
+        self._env = os.environ if env is None else env
+        self._detector = detector
+
+    @cached_property
+    def detection(self) -> GPUDetection:
+        return self._detector(self.gpu_index)
+
+    @cached_property
+    def profiles(self) -> list[ProfileSpec]:
+        return load_profiles(self.conf_dirs)
+
+    @cached_property
+    def choice(self) -> ProfileChoice:
+        forced = self._env.get(PROFILE_ENV, "").strip()
+        if forced and forced != AUTO:
+            names = sorted(n for n in profile_files(self.conf_dirs) if n != AUTO)
+            if forced not in names:
+                raise ProfileError(
+                    f"{PROFILE_ENV}={forced!r} is not a profile. Allowed: {', '.join(names)} "
+                    f"(files in the profile/ folder of {_dir_list(self.conf_dirs)}), or 'auto'. "
+                    f"Unset {PROFILE_ENV} to pick the profile from the detected VRAM."
+                )
+            return ProfileChoice(forced, f"set by {PROFILE_ENV}={forced}")
+        return pick_profile(self.profiles, self.detection)
+
+    def table(self) -> str:
+        """The profiles and their thresholds, one line each, for `--help`."""
+        rows = sorted(self.profiles, key=lambda p: (p.vram_min_mib is None, -(p.vram_min_mib or 0)))
+        lines = []
+        for p in rows:
+            need = "no GPU" if p.vram_min_mib is None else f">= {p.vram_min_mib} MiB"
+            lines.append(f"  {p.name:<10} {need:<14} {p.description}")
+        return "\n".join(lines)
+
+
+def _dir_list(dirs: Sequence[Path]) -> str:
+    return " and ".join(str(d) for d in dirs)
+
+
+def _multirun_only(mode: Any, value: str) -> str | None:
+    """`value` in a multirun, None in a single run: keeps .hydra/ for sweep jobs only."""
+    return value if str(mode).endswith("MULTIRUN") else None
+
+
+def install(auto: AutoProfile, *, explicit_profile: str | None = None) -> None:
+    """Register the resolvers and store the schema and the `profile/auto` option.
+
+    With an explicit `profile=X` no detection is needed and none runs: `auto` then
+    points at X, since a multirun still composes its base config with `auto`.
+    """
+    from avatar import __version__
+
+    register_resolver("auto_profile", lambda: auto.choice.name)
+    register_resolver("auto_reason", lambda: auto.choice.reason)
+    register_resolver("profile_table", auto.table)
+    register_resolver("version", lambda: __version__)
+    register_resolver("multirun_only", _multirun_only)
+    store = ConfigStore.instance()
+    store.store(name=SCHEMA_NAME, node=AvatarConfig)
+    if explicit_profile is None:
+        auto.choice  # noqa: B018 - raise a bad AVATAR_PROFILE as itself, not wrapped by OmegaConf
+        answer = OmegaConf.create(
+            {"name": "${avatar.auto_profile:}", "reason": "${avatar.auto_reason:}"}
+        )
+        name, reason = str(answer.name), str(answer.reason)
+    else:
+        name, reason = explicit_profile, "set on the command line"
+    store.store(
+        group=PROFILE_GROUP,
+        name=AUTO,
+        node={"defaults": [name, "_self_"], "selected_by": reason},
+    )
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    """A user's own primary config file, checked before Hydra reads it."""
+
+    path: Path
+
+    @property
+    def config_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def config_name(self) -> str:
+        return self.path.stem
+
+
+def check_user_config(path: Path) -> UserConfig | None:
+    """Check a user's config file; None (with a warning) when it is empty.
+
+    Missing, unreadable, invalid YAML, not a mapping, or a defaults list without
+    `config` are errors naming the file (and the line, for YAML errors).
+    """
+    if path.suffix != ".yaml":
+        raise ConfigFileError(
+            f"Config file {path} must end in .yaml (Hydra reads NAME.yaml for --config-name NAME)."
+        )
+    if not path.is_file():
+        raise ConfigFileError(
+            f"Config file {path} not found. Pass an existing file: --config-dir DIR "
+            "--config-name NAME reads DIR/NAME.yaml."
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigFileError(
+            f"Config file {path} is not valid YAML{where}: {exc.problem or exc}. "
+            "Fix the file; nothing was run."
+        ) from exc
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigFileError(f"Config file {path} could not be read: {exc}") from exc
+    if data is None or data == {}:
+        log.warning("Config file %s is empty; using the built-in defaults.", path)
+        return None
+    if not isinstance(data, dict):
+        raise ConfigFileError(
+            f"Config file {path} must hold a mapping of keys to values, not a "
+            f"{type(data).__name__}."
+        )
+    defaults = data.get("defaults") or []
+    if not any(_names_primary(entry) for entry in defaults):
+        raise ConfigFileError(
+            f"Config file {path} does not list `{PRIMARY_CONFIG}` in its defaults list, so it "
+            "would replace avatar's config instead of extending it. Start the file with:\n"
+            f"defaults:\n  - {PRIMARY_CONFIG}\n  - _self_"
+        )
+    return UserConfig(path)
+
+
+def _names_primary(entry: Any) -> bool:
+    return isinstance(entry, str) and entry.lstrip("/") == PRIMARY_CONFIG
+
+
+def explicit_profile(overrides: Sequence[str]) -> str | None:
+    """The profile the overrides choose themselves (the first of a sweep), else None.
+
+    When they choose one, no detection is needed for composition.
+    """
+    for override in overrides:
+        key, sep, value = override.lstrip("+").partition("=")
+        if sep and key == PROFILE_GROUP:
+            options = [v.strip() for v in value.split(",")]
+            return None if AUTO in options or not options[0] else options[0]
+    return None
+
+
+def gpu_index_override(overrides: Sequence[str]) -> int | None:
+    """`gpu_index=N` from the overrides, needed before composition for the auto choice."""
+    for override in overrides:
+        key, sep, value = override.lstrip("+").partition("=")
+        if sep and key == "gpu_index" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def load_config(
+    overrides: Sequence[str] | None = None, config_file: str | os.PathLike[str] | None = None
+) -> DictConfig:
+    """Compose avatar's config from Python, exactly as `python -m avatar` does.
+
+    `overrides` are command-line style (`["profile=low_vram", "steps=30"]`);
+    `config_file` is a user YAML that lists `config` in its defaults. Works in a
+    notebook, a test, a stage's script, and inside a running `@hydra.main` app
+    (Hydra's global state is set aside and restored around the composition).
+    Raises AvatarUserError subclasses for bad input, hydra's errors for bad overrides.
+    """
+    from hydra import compose
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = list(overrides or [])
+    user = check_user_config(Path(config_file).resolve()) if config_file is not None else None
+    conf_dirs = [builtin_conf_dir()] + ([user.config_dir] if user else [])
+    auto = AutoProfile(conf_dirs, gpu_index=gpu_index_override(overrides))
+    install(auto, explicit_profile=explicit_profile(overrides))
+
+    # The search path the CLI builds for `--config-dir DIR`: avatar's configs first, the
+    # user's dir after them (Hydra's own order), then structured configs.
+    search_path = create_config_search_path(f"file://{builtin_conf_dir()}")
+    if user is not None:
+        search_path.prepend(
+            provider="command-line",
+            path=f"file://{user.config_dir}",
+            anchor=SearchPathQuery(provider="schema"),
+        )
+    global_hydra = GlobalHydra.instance()
+    saved = global_hydra.hydra  # set aside inside a running app, restored below
+    global_hydra.clear()
+    try:
+        Hydra.create_main_hydra2(task_name="avatar", config_search_path=search_path)
+        cfg = compose(
+            config_name=user.config_name if user else PRIMARY_CONFIG, overrides=overrides
+        )
+    finally:
+        global_hydra.clear()
+        global_hydra.hydra = saved
+    validate(cfg)
+    return cfg

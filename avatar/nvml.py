@@ -1,0 +1,157 @@
+"""Thin adapter over NVML (the official nvidia-ml-py bindings, module `pynvml`).
+
+NVML answers without creating a CUDA context and without importing torch, which
+is why detection and status go through it first. Every call goes through
+`Nvml._call`, so a driver error anywhere becomes one `NvmlError` type and no
+caller repeats try/except around pynvml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, TypeVar
+
+BYTES_PER_MIB = 1024 * 1024
+
+T = TypeVar("T")
+
+
+class NvmlError(Exception):
+    """NVML could not answer: bindings or driver missing, or a call failed."""
+
+    def __init__(self, message: str, *, library_missing: bool = False) -> None:
+        super().__init__(message)
+        # True when no NVIDIA driver library is there at all: the only case in which
+        # another backend (ROCm, Apple MPS through torch) may still find a GPU.
+        self.library_missing = library_missing
+
+
+@dataclass(frozen=True)
+class NvmlMemory:
+    """One device's memory as nvidia-smi reports it, in MiB."""
+
+    total_mib: float
+    used_mib: float
+    free_mib: float
+
+
+@dataclass(frozen=True)
+class NvmlDevice:
+    """What NVML says about one physical GPU (or MIG instance)."""
+
+    nvml_index: int
+    name: str
+    uuid: str
+    memory: NvmlMemory
+
+
+def _import_pynvml() -> ModuleType:
+    try:
+        import pynvml
+    except ImportError as exc:  # the dependency is declared, but a broken env can lack it
+        raise NvmlError(
+            "the nvidia-ml-py package (module pynvml) is not installed", library_missing=True
+        ) from exc
+    return pynvml
+
+
+class Nvml:
+    """An NVML session. Use as a context manager or call `close()`.
+
+    `pynvml` can be injected so tests run against a small fake module.
+    """
+
+    def __init__(self, pynvml: ModuleType | None = None) -> None:
+        self._nv = pynvml if pynvml is not None else _import_pynvml()
+        self._open = False
+        try:
+            self._nv.nvmlInit()
+        except self._nv.NVMLError as exc:
+            missing = isinstance(exc, getattr(self._nv, "NVMLError_LibraryNotFound", ()))
+            raise NvmlError(f"nvmlInit: {exc}", library_missing=missing) from exc
+        except OSError as exc:  # a broken libnvidia-ml can fail while loading
+            raise NvmlError(f"loading libnvidia-ml: {exc}", library_missing=True) from exc
+        self._open = True
+
+    def __enter__(self) -> Nvml:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            try:
+                self._nv.nvmlShutdown()
+            except self._nv.NVMLError:
+                pass  # nothing useful to do: the session is over either way
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except self._nv.NVMLError as exc:
+            raise NvmlError(f"{what}: {exc}") from exc
+
+    def device_count(self) -> int:
+        return int(self._call("nvmlDeviceGetCount", self._nv.nvmlDeviceGetCount))
+
+    def handle(self, nvml_index: int) -> Any:
+        return self._call(
+            "nvmlDeviceGetHandleByIndex", self._nv.nvmlDeviceGetHandleByIndex, nvml_index
+        )
+
+    def handle_by_uuid(self, uuid: str) -> Any:
+        return self._call("nvmlDeviceGetHandleByUUID", self._nv.nvmlDeviceGetHandleByUUID, uuid)
+
+    def name(self, handle: Any) -> str:
+        return _text(self._call("nvmlDeviceGetName", self._nv.nvmlDeviceGetName, handle))
+
+    def uuid(self, handle: Any) -> str:
+        return _text(self._call("nvmlDeviceGetUUID", self._nv.nvmlDeviceGetUUID, handle))
+
+    def memory(self, handle: Any) -> NvmlMemory:
+        """Memory via the v2 structure, which agrees with nvidia-smi.
+
+        Since driver R510 the v1 structure counts driver-reserved memory as used
+        (615 MiB on an idle H200); gpustat and nvitop also ask for v2 first and
+        fall back to v1 on drivers or bindings that lack it.
+        """
+        get = self._nv.nvmlDeviceGetMemoryInfo
+        v2 = getattr(self._nv, "nvmlMemory_v2", None)
+        info = None
+        if v2 is not None:
+            try:
+                info = get(handle, version=v2)
+            except (TypeError, self._nv.NVMLError):
+                info = None
+        if info is None:
+            info = self._call("nvmlDeviceGetMemoryInfo", get, handle)
+        return NvmlMemory(
+            total_mib=info.total / BYTES_PER_MIB,
+            used_mib=info.used / BYTES_PER_MIB,
+            free_mib=info.free / BYTES_PER_MIB,
+        )
+
+    def device(self, nvml_index: int) -> NvmlDevice:
+        handle = self.handle(nvml_index)
+        return NvmlDevice(nvml_index, self.name(handle), self.uuid(handle), self.memory(handle))
+
+    def device_by_uuid(self, uuid: str, nvml_index: int) -> NvmlDevice:
+        handle = self.handle_by_uuid(uuid)
+        return NvmlDevice(nvml_index, self.name(handle), self.uuid(handle), self.memory(handle))
+
+    def compute_process_pids(self, handle: Any) -> list[int]:
+        """PIDs holding a CUDA context on the device: how tests prove status created none."""
+        procs = self._call(
+            "nvmlDeviceGetComputeRunningProcesses",
+            self._nv.nvmlDeviceGetComputeRunningProcesses,
+            handle,
+        )
+        return [int(p.pid) for p in procs]
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
