@@ -267,9 +267,7 @@ def load_config(
     global_hydra.clear()
     try:
         Hydra.create_main_hydra2(task_name="avatar", config_search_path=search_path)
-        cfg = compose(
-            config_name=user.config_name if user else PRIMARY_CONFIG, overrides=overrides
-        )
+        cfg = compose(config_name=user.config_name if user else PRIMARY_CONFIG, overrides=overrides)
     finally:
         global_hydra.clear()
         global_hydra.hydra = saved

@@ -17,7 +17,6 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-
 from avatar.errors import GPUSelectionError
 from avatar.nvml import Nvml, NvmlError
 
@@ -257,5 +256,3 @@ def _gpus_from_torch(
 def _cpu_mode(note: str) -> GPUDetection:
     log.warning("%s; running in CPU mode", note)
     return GPUDetection((), None, "none", note)
-
-

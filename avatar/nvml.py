@@ -8,6 +8,7 @@ caller repeats try/except around pynvml.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -84,10 +85,9 @@ class Nvml:
     def close(self) -> None:
         if self._open:
             self._open = False
-            try:
+            # Nothing useful to do if shutdown fails: the session is over either way.
+            with contextlib.suppress(self._nv.NVMLError):
                 self._nv.nvmlShutdown()
-            except self._nv.NVMLError:
-                pass  # nothing useful to do: the session is over either way
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:

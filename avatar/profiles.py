@@ -131,9 +131,7 @@ def pick_profile(profiles: Sequence[ProfileSpec], detection: GPUDetection) -> Pr
     if gpu is None:
         why = f"no usable GPU ({detection.note})"
     else:
-        smallest = min(
-            (p.vram_min_mib for p in profiles if p.vram_min_mib is not None), default=0
-        )
+        smallest = min((p.vram_min_mib for p in profiles if p.vram_min_mib is not None), default=0)
         why = f"{gpu.total_mib:.0f} MiB on GPU {gpu.index} ({gpu.name}) < {smallest}"
     return ProfileChoice(cpu_profiles[0], f"auto: {why} -> {cpu_profiles[0]}")
 

@@ -38,7 +38,9 @@ class StatusReport:
     check: VRAMCheck
 
 
-def profile_reason(cfg: DictConfig, choice: str, task_overrides: list[str], config_name: str) -> str:
+def profile_reason(
+    cfg: DictConfig, choice: str, task_overrides: list[str], config_name: str
+) -> str:
     """Why the active profile is active, from the Hydra runtime info."""
     if choice == "auto":
         return str(cfg.profile.selected_by)
@@ -124,7 +126,8 @@ def _gpu_line(gpu: GPUInfo, chosen: GPUInfo | None) -> str:
 def render_status(report: StatusReport) -> str:
     d = report.detection
     lines = [
-        f"avatar {report.version} (hydra-core {hydra.__version__}, omegaconf {omegaconf.__version__})",
+        f"avatar {report.version} "
+        f"(hydra-core {hydra.__version__}, omegaconf {omegaconf.__version__})",
         "",
         "Hardware",
     ]
@@ -135,7 +138,9 @@ def render_status(report: StatusReport) -> str:
         lines.append(f"  ({d.note})")
     ram = d.ram
     if ram.total_mib:
-        avail = "" if ram.available_mib is None else f", {ram.available_mib / 1024:.1f} GiB available"
+        avail = (
+            "" if ram.available_mib is None else f", {ram.available_mib / 1024:.1f} GiB available"
+        )
         lines.append(f"  System RAM: {ram.total_mib / 1024:.1f} GiB{avail}")
     lines += [
         "",

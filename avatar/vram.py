@@ -176,7 +176,8 @@ class VRAMManager:
         else:
             log.log(
                 level,
-                "VRAM %s: %.0f / %.0f MiB used, %.0f MiB free (torch reserved %.0f, allocated %.0f)",
+                "VRAM %s: %.0f / %.0f MiB used, %.0f MiB free "
+                "(torch reserved %.0f, allocated %.0f)",
                 status.device,
                 status.used_mib,
                 status.total_mib,
