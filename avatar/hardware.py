@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,47 +81,88 @@ class VisibleDevices:
 def parse_visible_devices(value: str | None, gpu_uuids: Sequence[str]) -> VisibleDevices:
     """Map CUDA_VISIBLE_DEVICES onto NVML devices, the way the CUDA runtime reads it.
 
-    `gpu_uuids` are the UUIDs of NVML devices 0..n-1. Entries are indices or UUIDs
-    (a unique prefix is enough, as CUDA allows); parsing stops at the first entry
-    that is invalid, so `-1` or an empty value hides every GPU. NVML itself ignores
-    the variable, which is why this mapping exists.
+    `gpu_uuids` are the UUIDs of NVML devices 0..n-1. NVML itself ignores the
+    variable, which is why this mapping exists. The rules are CUDA's, as PyTorch
+    mirrors them (`torch.cuda._parse_visible_devices`): the first entry decides the
+    kind (indices, `GPU-` UUIDs or `MIG-` UUIDs; a unique UUID prefix is enough);
+    an index is read like strtoul (`1gpu2` is 1); parsing stops at the first entry
+    that is negative, out of range, unknown or of another kind, so `-1` or an empty
+    value hides every GPU; a GPU named twice hides every GPU.
     """
     count = len(gpu_uuids)
     if value is None:
         return VisibleDevices(tuple(range(count)))
     if not value.strip():
         return VisibleDevices((), problem="CUDA_VISIBLE_DEVICES is empty, so no GPU is visible")
+    entries = [raw.strip() for raw in value.split(",")]
+    kind = next((k for k in ("GPU-", "MIG-") if entries[0].startswith(k)), None)
+    # First the list as written (a repeat hides every GPU, even past an index out of range),
+    # then each entry resolved to a device (the first that names none ends the list).
+    written: list[int | str] = []  # indices as read, or UUIDs as written
+    stop: str | None = None
+    for entry in entries:
+        key = _ordinal(entry) if kind is None else entry
+        if key in written:
+            return _named_twice(value)
+        if (
+            key is None
+            or (isinstance(key, int) and key < 0)
+            or (kind and not entry.startswith(kind))
+        ):
+            stop = entry
+            break
+        written.append(key)
     chosen: list[int] = []
     migs: list[str] = []
-    for raw in value.split(","):
-        entry = raw.strip()
-        index = _entry_index(entry, gpu_uuids)
-        if entry.upper().startswith("MIG-") and entry not in migs:
-            migs.append(entry)
+    for key in written:
+        if kind == "MIG-":
+            migs.append(str(key))  # read by UUID; NVML says whether it exists
             continue
-        if index is None or index in chosen:
-            reason = "repeats a GPU" if index in chosen else "names no GPU on this machine"
-            hidden = "no GPU is visible" if not chosen and not migs else "later entries are ignored"
-            return VisibleDevices(
-                tuple(chosen),
-                tuple(migs),
-                problem=(
-                    f"CUDA_VISIBLE_DEVICES={value!r}: entry {entry!r} {reason} "
-                    f"(valid: indices 0..{count - 1} or GPU UUIDs), so {hidden}, as in CUDA"
-                ),
-            )
+        index = key if isinstance(key, int) else _uuid_index(key, gpu_uuids)
+        if index is None or not 0 <= index < count:
+            stop = str(key)
+            break
+        if index in chosen:  # two prefixes of one UUID
+            return _named_twice(value)
         chosen.append(index)
-    return VisibleDevices(tuple(chosen), tuple(migs))
+    if stop is None:
+        return VisibleDevices(tuple(chosen), tuple(migs))
+    hidden = "no GPU is visible" if not chosen and not migs else "later entries are ignored"
+    return VisibleDevices(
+        tuple(chosen),
+        tuple(migs),
+        problem=(
+            f"CUDA_VISIBLE_DEVICES={value!r}: entry {stop!r} names no GPU on this machine "
+            f"(valid: indices 0..{count - 1}, or GPU UUIDs as nvidia-smi -L lists them), "
+            f"so {hidden}, as in CUDA"
+        ),
+    )
 
 
-def _entry_index(entry: str, gpu_uuids: Sequence[str]) -> int | None:
-    if entry.isdigit():
-        index = int(entry)
-        return index if index < len(gpu_uuids) else None
-    if entry.upper().startswith("GPU-"):
-        matches = [i for i, uuid in enumerate(gpu_uuids) if uuid.lower().startswith(entry.lower())]
-        return matches[0] if len(matches) == 1 else None
-    return None
+def _named_twice(value: str) -> VisibleDevices:
+    return VisibleDevices(
+        (),
+        problem=(
+            f"CUDA_VISIBLE_DEVICES={value!r} names a GPU twice, so no GPU is visible, as in CUDA"
+        ),
+    )
+
+
+_LEADING_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _ordinal(entry: str) -> int | None:
+    """The integer an entry starts with, as strtoul reads it; None if it starts with none."""
+    match = _LEADING_INTEGER.match(entry)
+    return int(match.group()) if match else None
+
+
+def _uuid_index(entry: str, gpu_uuids: Sequence[str]) -> int | None:
+    """The NVML index of the one GPU whose UUID starts with `entry`; None if none or several."""
+    if not entry.startswith("GPU-"):
+        return None
+    matches = [i for i, uuid in enumerate(gpu_uuids) if uuid.startswith(entry)]
+    return matches[0] if len(matches) == 1 else None
 
 
 def choose_gpu(gpus: Sequence[GPUInfo], gpu_index: int | None) -> GPUInfo | None:
@@ -219,6 +261,8 @@ def detect_gpu(
         with nvml_factory() as nvml:
             gpus, problem = _gpus_from_nvml(nvml, visible_env)
         backend = "nvml"
+        if env is None and gpus:
+            _number_cuda_devices_as_nvml()
     except NvmlError as exc:
         if not (exc.library_missing and other_gpu_may_exist()):
             why = "no NVIDIA driver found" if exc.library_missing else "NVML failed"
@@ -236,6 +280,17 @@ def detect_gpu(
         "by gpu_index" if gpu_index is not None else "as the one with the most free memory"
     )
     return GPUDetection(tuple(gpus), chosen, backend, how)
+
+
+def _number_cuda_devices_as_nvml() -> None:
+    """Make CUDA number GPUs in PCI bus order, as NVML does, so `cuda:<index>` is the GPU chosen.
+
+    CUDA's default order is fastest first: on a box with two different cards, CUDA's
+    device 0 (and the indices in CUDA_VISIBLE_DEVICES) can be NVML's device 1. CUDA
+    reads this variable when it initialises, i.e. after detection in this process and
+    in every child; a value the user set stays.
+    """
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
 
 def _gpus_from_torch(

@@ -1,0 +1,41 @@
+"""Drop-in `pynvml` for subprocess tests: the fake from tests/fakes.py, set up from the env.
+
+Put this folder first on PYTHONPATH (`fakes.fake_nvml_env()` does) and set
+AVATAR_FAKE_GPUS to a JSON list such as
+`[{"name": "NVIDIA GeForce RTX 3080", "total_mib": 10240, "used_mib": 300}]`
+(optional "uuid"): `[]` is a driver with no GPU; unset is no driver at all
+(`nvmlInit` raises NVMLError_LibraryNotFound). AVATAR_FAKE_NVML_FAIL=<function name>
+makes that NVML function raise NVMLError.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+_FAKES_PATH = Path(__file__).resolve().parent.parent / "fakes.py"
+
+
+def _load_fakes():
+    """tests/fakes.py by path, so there is one fake, whatever sys.path holds."""
+    existing = sys.modules.get("fakes")
+    if existing is not None and Path(getattr(existing, "__file__", "")).resolve() == _FAKES_PATH:
+        return existing
+    spec = importlib.util.spec_from_file_location("_avatar_test_fakes", _FAKES_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building
+    spec.loader.exec_module(module)
+    return module
+
+
+_fakes = _load_fakes()
+_gpus_json = os.environ.get(_fakes.GPUS_ENV)
+_fake = _fakes.fake_pynvml(
+    _fakes.gpus_from_json(_gpus_json) if _gpus_json is not None else [],
+    library_missing=_gpus_json is None,
+    fail_on=os.environ.get(_fakes.FAIL_ENV) or None,
+)
+globals().update({k: v for k, v in vars(_fake).items() if not k.startswith("__")})
