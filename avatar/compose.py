@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import hydra
 import omegaconf
 import yaml
 from hydra.core.config_store import ConfigStore
@@ -34,12 +35,23 @@ from avatar.profiles import (
     pick_profile,
     profile_files,
 )
-from avatar.schema import SCHEMA_NAME, AvatarConfig, validate
+from avatar.schema import SCHEMA_NAME, STAGE_SCHEMAS, AvatarConfig, validate
 
 log = logging.getLogger("avatar.compose")
 
 PROFILE_ENV = "AVATAR_PROFILE"
 PRIMARY_CONFIG = "config"
+
+
+def _major_minor(version: str) -> tuple[int, ...]:
+    """(2, 4) for "2.4.1rc1": enough to tell the API generations apart."""
+    return tuple(int(part) for part in version.split(".")[:2])
+
+
+# hydra-core 1.4 and omegaconf 2.4 rename or deprecate APIs avatar uses. Code for both
+# branches on these, never on hasattr (in 2.3 `register_resolver` exists with other semantics).
+OMEGACONF_2_4 = _major_minor(omegaconf.__version__) >= (2, 4)
+HYDRA_1_4 = _major_minor(hydra.__version__) >= (1, 4)
 
 
 def register_resolver(name: str, fn: Callable[..., Any]) -> None:
@@ -48,13 +60,36 @@ def register_resolver(name: str, fn: Callable[..., Any]) -> None:
     2.4 renames the API: `register_resolver` is the new one there, while in 2.3 it
     is the legacy API with other semantics, so this branches on the version.
     """
-    major_minor = tuple(int(p) for p in omegaconf.__version__.split(".")[:2])
     register = (
         OmegaConf.register_resolver  # type: ignore[attr-defined]
-        if major_minor >= (2, 4)
+        if OMEGACONF_2_4
         else OmegaConf.register_new_resolver
     )
     register(f"avatar.{name}", fn, replace=True)
+
+
+def store_config(**entry: Any) -> None:
+    """`ConfigStore.store`, replacing an earlier entry of the same name on purpose.
+
+    install() runs again for every load_config(); hydra-core 1.4 warns when an entry is
+    replaced without `replace=True` (1.5 will refuse), and 1.3 has no such argument.
+    """
+    if HYDRA_1_4:
+        entry["replace"] = True
+    ConfigStore.instance().store(**entry)
+
+
+def hydra_main_options(*trusted_targets: str) -> dict[str, Any]:
+    """Keyword arguments for `@hydra.main` that mean the same on hydra-core 1.3 and 1.4.
+
+    1.3 needs `version_base="1.3"` (without it: 1.1's defaults, which chdir into the
+    output dir). 1.4 deprecates `version_base` (its defaults are 1.3's) and warns on
+    every run unless the `_target_`s the config instantiates (our callbacks) are named
+    as trusted.
+    """
+    if HYDRA_1_4:
+        return {"execution_whitelist": list(trusted_targets)}
+    return {"version_base": "1.3"}
 
 
 class AutoProfile:
@@ -114,6 +149,16 @@ def _multirun_only(mode: Any, value: str) -> str | None:
     return value if str(mode).endswith("MULTIRUN") else None
 
 
+def by_quality(quality: Any, table: Any) -> Any:
+    """`${avatar.by_quality:${quality},${.tile_by_quality}}`: the table's value for the quality.
+
+    Lets a stage size follow the profile (low_vram is "reduced": small tiles) while the
+    sizes stay in the stage's YAML. A resolver, since OmegaConf cannot use an enum
+    value as a key inside an interpolation.
+    """
+    return table[getattr(quality, "name", quality)]
+
+
 def install(auto: AutoProfile, *, explicit_profile: str | None = None) -> None:
     """Register the resolvers and store the schema and the `profile/auto` option.
 
@@ -127,8 +172,10 @@ def install(auto: AutoProfile, *, explicit_profile: str | None = None) -> None:
     register_resolver("profile_table", auto.table)
     register_resolver("version", lambda: __version__)
     register_resolver("multirun_only", _multirun_only)
-    store = ConfigStore.instance()
-    store.store(name=SCHEMA_NAME, node=AvatarConfig)
+    register_resolver("by_quality", by_quality)
+    store_config(name=SCHEMA_NAME, node=AvatarConfig)
+    for schema_name, schema in STAGE_SCHEMAS.items():
+        store_config(name=schema_name, node=schema)
     if explicit_profile is None:
         auto.choice  # noqa: B018 - raise a bad AVATAR_PROFILE as itself, not wrapped by OmegaConf
         answer = OmegaConf.create(
@@ -137,7 +184,7 @@ def install(auto: AutoProfile, *, explicit_profile: str | None = None) -> None:
         name, reason = str(answer.name), str(answer.reason)
     else:
         name, reason = explicit_profile, "set on the command line"
-    store.store(
+    store_config(
         group=PROFILE_GROUP,
         name=AUTO,
         node={"defaults": [name, "_self_"], "selected_by": reason},
@@ -167,12 +214,15 @@ def check_user_config(path: Path) -> UserConfig | None:
     """
     if path.suffix != ".yaml":
         raise ConfigFileError(
-            f"Config file {path} must end in .yaml (Hydra reads NAME.yaml for --config-name NAME)."
+            f"Config file {path} must end in .yaml: Hydra reads only .yaml files "
+            f"(--config-name NAME reads NAME.yaml). Rename it to {path.stem}.yaml."
         )
     if not path.is_file():
+        yml = path.with_suffix(".yml")
+        hint = f" There is a {yml.name}: rename it to {path.name}." if yml.is_file() else ""
         raise ConfigFileError(
-            f"Config file {path} not found. Pass an existing file: --config-dir DIR "
-            "--config-name NAME reads DIR/NAME.yaml."
+            f"Config file {path} not found. --config-name NAME reads NAME.yaml from "
+            f"--config-dir DIR (from avatar's own config dir without --config-dir).{hint}"
         )
     try:
         text = path.read_text(encoding="utf-8")
@@ -195,13 +245,61 @@ def check_user_config(path: Path) -> UserConfig | None:
             f"{type(data).__name__}."
         )
     defaults = data.get("defaults") or []
+    if not isinstance(defaults, list):
+        raise ConfigFileError(
+            f"Config file {path}: `defaults` must be a list, not a {type(defaults).__name__}. "
+            f"Write `defaults: [{PRIMARY_CONFIG}, _self_]`."
+        )
     if not any(_names_primary(entry) for entry in defaults):
         raise ConfigFileError(
             f"Config file {path} does not list `{PRIMARY_CONFIG}` in its defaults list, so it "
             "would replace avatar's config instead of extending it. Start the file with:\n"
             f"defaults:\n  - {PRIMARY_CONFIG}\n  - _self_"
         )
+    _check_profile_selection(path, data, defaults)
     return UserConfig(path)
+
+
+def user_config_path(config_dir: Path, config_name: str) -> Path:
+    """The file `--config-dir DIR --config-name NAME` names, as Hydra finds it.
+
+    Hydra takes NAME with or without `.yaml`; a `.yml` name is kept as it is so the
+    check can say that Hydra does not read it.
+    """
+    name = config_name if config_name.endswith((".yaml", ".yml")) else f"{config_name}.yaml"
+    return config_dir / name
+
+
+def _check_profile_selection(path: Path, data: dict[str, Any], defaults: list[Any]) -> None:
+    """The ways a user file can get choosing a profile wrong, said in avatar's words.
+
+    A profile is chosen in the defaults list with `override profile: NAME` (config
+    already chooses one); Hydra's own messages for the other forms name no file.
+    """
+    how = f"defaults: [{PRIMARY_CONFIG}, {{override {PROFILE_GROUP}: NAME}}, _self_]"
+    chosen = data.get(PROFILE_GROUP)
+    if isinstance(chosen, str):
+        raise ConfigFileError(
+            f"Config file {path} sets `{PROFILE_GROUP}: {chosen}` as a value, but a profile is "
+            f"chosen in the defaults list: write `{how.replace('NAME', chosen)}`."
+        )
+    for entry in defaults:
+        if isinstance(entry, dict) and PROFILE_GROUP in entry:
+            raise ConfigFileError(
+                f"Config file {path} lists `{PROFILE_GROUP}: {entry[PROFILE_GROUP]}` in its "
+                f"defaults, but `{PRIMARY_CONFIG}` already chooses a profile, so it must be "
+                f"overridden: write `{how.replace('NAME', str(entry[PROFILE_GROUP]))}`."
+            )
+    names = [e if isinstance(e, str) else None for e in defaults]
+    if "_self_" in names and names.index("_self_") < next(
+        i for i, e in enumerate(defaults) if _names_primary(e)
+    ):
+        log.warning(
+            "Config file %s lists _self_ before %s in its defaults, so avatar's defaults "
+            "override the values in the file; put _self_ last.",
+            path,
+            PRIMARY_CONFIG,
+        )
 
 
 def _names_primary(entry: Any) -> bool:
@@ -221,6 +319,28 @@ def explicit_profile(overrides: Sequence[str]) -> str | None:
     return None
 
 
+def check_profile_overrides(overrides: Sequence[str], conf_dirs: Sequence[Path]) -> None:
+    """`profile=X` (or a sweep `profile=a,b`) must name profile files that exist.
+
+    Checked before composition so the message matches AVATAR_PROFILE's; sweep
+    functions such as `glob(*)` are left to Hydra.
+    """
+    names: list[str] | None = None
+    for override in overrides:
+        key, sep, value = override.lstrip("+").partition("=")
+        if not sep or key != PROFILE_GROUP or any(c in value for c in "()[]{}$*'\""):
+            continue
+        if names is None:
+            names = sorted({*profile_files(conf_dirs), AUTO})
+        for option in (v.strip() for v in value.split(",")):
+            if option not in names:
+                raise ProfileError(
+                    f"profile={option!r} is not a profile. Allowed: {', '.join(names)} (files "
+                    f"in the profile/ folder of {_dir_list(conf_dirs)}; auto picks one from the "
+                    "detected VRAM)."
+                )
+
+
 def gpu_index_override(overrides: Sequence[str]) -> int | None:
     """`gpu_index=N` from the overrides, needed before composition for the auto choice."""
     for override in overrides:
@@ -238,7 +358,8 @@ def load_config(
     `overrides` are command-line style (`["profile=low_vram", "steps=30"]`);
     `config_file` is a user YAML that lists `config` in its defaults. Works in a
     notebook, a test, a stage's script, and inside a running `@hydra.main` app
-    (Hydra's global state is set aside and restored around the composition).
+    (Hydra's global state is set aside and restored around the composition, and so
+    is the app's `profile/auto` option, which the app's next sweep job composes with).
     Raises AvatarUserError subclasses for bad input, hydra's errors for bad overrides.
     """
     from hydra import compose
@@ -251,6 +372,8 @@ def load_config(
     user = check_user_config(Path(config_file).resolve()) if config_file is not None else None
     conf_dirs = [builtin_conf_dir()] + ([user.config_dir] if user else [])
     auto = AutoProfile(conf_dirs, gpu_index=gpu_index_override(overrides))
+    group = ConfigStore.instance().repo.get(PROFILE_GROUP, {})
+    app_auto = group.get(f"{AUTO}.yaml")  # a running app's own auto choice, if any
     install(auto, explicit_profile=explicit_profile(overrides))
 
     # The search path the CLI builds for `--config-dir DIR`: avatar's configs first, the
@@ -271,5 +394,7 @@ def load_config(
     finally:
         global_hydra.clear()
         global_hydra.hydra = saved
+        if app_auto is not None:
+            ConfigStore.instance().repo[PROFILE_GROUP][f"{AUTO}.yaml"] = app_auto
     validate(cfg)
     return cfg

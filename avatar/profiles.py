@@ -31,7 +31,6 @@ class ProfileSpec:
     description: str
     accelerator: str  # gpu | cpu
     vram_min_mib: int | None
-    vram_need_mib: int
     path: Path
 
 
@@ -68,27 +67,44 @@ def read_profile(path: Path) -> ProfileSpec:
     if not isinstance(loaded, DictConfig) or not loaded:
         raise ConfigFileError(
             f"Profile file {path} is empty or not a mapping; a profile sets name, accelerator, "
-            "vram_min_mib, vram_need_mib, precision, quality, batch_size, steps and "
-            "safety_margin_mib (see conf/profile/rtx3080.yaml)."
+            "vram_min_mib, precision, quality, batch_size, steps and safety_margin_mib "
+            "(see conf/profile/rtx3080.yaml)."
+        )
+    # A profile's own defaults list (stage options it overrides) is Hydra's business.
+    loaded.pop("defaults", None)
+    if "vram_min_mib" not in loaded or OmegaConf.is_missing(loaded, "vram_min_mib"):
+        raise ConfigFileError(
+            f"Profile file {path} does not set vram_min_mib: set the total VRAM (MiB) a GPU "
+            "needs for this profile to be auto-picked, e.g. vram_min_mib: 8192, or null for "
+            "a CPU profile."
         )
     try:
         merged = OmegaConf.merge(OmegaConf.structured(ProfileConfig), loaded)
         vram_min = merged.vram_min_mib
+        declared_name = merged.name
         spec = ProfileSpec(
             name=path.stem,
             description=merged.description,
             accelerator=merged.accelerator.value,
             vram_min_mib=vram_min,
-            vram_need_mib=merged.vram_need_mib,
             path=path,
         )
     except OmegaConfBaseException as exc:
         detail = str(exc).splitlines()[0]
+        key = getattr(exc, "full_key", None)  # OmegaConf puts it on a later line only
         raise ConfigFileError(
-            f"Profile file {path} has a bad value: {detail}. Allowed: accelerator gpu|cpu, "
-            "vram_min_mib an integer or null, vram_need_mib an integer "
+            f"Profile file {path} has a bad value"
+            + (f" for {key}" if key else "")
+            + f": {detail}. Allowed: accelerator gpu|cpu, "
+            "vram_min_mib and nominal_vram_mib integers or null "
             "(see conf/profile/rtx3080.yaml)."
         ) from exc
+    if declared_name != spec.name:
+        # status reports the `name` field, so a copied file would report the wrong profile
+        raise ConfigFileError(
+            f"Profile file {path} sets name: {declared_name}, but the option it defines is "
+            f"{spec.name!r} (its file name); set name: {spec.name}."
+        )
     if spec.accelerator == Accelerator.gpu.value and spec.vram_min_mib is None:
         raise ConfigFileError(
             f"Profile file {path} is a gpu profile without vram_min_mib; set the total VRAM "

@@ -6,13 +6,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import hydra
 import omegaconf
 from omegaconf import DictConfig
 
 from avatar.hardware import GPUDetection, GPUInfo
+from avatar.plan import Plan, plan_for
+from avatar.stage import StageRecord
 from avatar.vram import VRAMManager, VRAMStatus
 
 BAR_WIDTH = 24
@@ -20,7 +24,7 @@ BAR_WIDTH = 24
 
 @dataclass(frozen=True)
 class VRAMCheck:
-    """Whether free VRAM covers the profile's need plus its safety margin."""
+    """Whether free VRAM covers the pipeline's largest stage plus the safety margin."""
 
     fits: bool | None  # None when there is nothing to check (CPU profile, or no GPU)
     message: str
@@ -36,6 +40,9 @@ class StatusReport:
     settings: dict[str, object]
     vram: VRAMStatus
     check: VRAMCheck
+    plan: Plan | None = None  # the stages at the active settings, and whether they fit
+    # Stages a script ran in this process (VRAMManager.records), if it passed them.
+    stage_records: tuple[StageRecord, ...] = field(default_factory=tuple)
 
 
 def profile_reason(
@@ -49,28 +56,11 @@ def profile_reason(
     return f"set in config {config_name!r}"
 
 
-def check_vram(cfg: DictConfig, manager: VRAMManager, vram: VRAMStatus) -> VRAMCheck:
-    need = int(cfg.profile.vram_need_mib)
-    margin = int(cfg.safety_margin_mib)
-    name = cfg.profile.name
-    if _plain(cfg.profile.accelerator) == "cpu":
-        return VRAMCheck(None, f"profile {name} runs on the CPU: no VRAM needed")
-    if manager.cpu_mode:
-        return VRAMCheck(
-            None,
-            f"profile {name} needs a GPU with {need} MiB + {margin} MiB margin, but none is usable "
-            "here; the numbers below are the profile's nominal ones",
-        )
-    if not vram.ok:
-        return VRAMCheck(None, "the VRAM query failed, so the fit cannot be checked")
-    fits = manager.can_load(need, margin)
-    verdict = "OK" if fits else "NOT ENOUGH"
-    return VRAMCheck(
-        fits,
-        f"{verdict}: {vram.available_mib:.0f} MiB available on {vram.device}, profile {name} "
-        f"needs {need} MiB + {margin} MiB margin"
-        + ("" if fits else " (free VRAM, or try a smaller profile such as profile=low_vram)"),
-    )
+def check_vram(plan: Plan) -> VRAMCheck:
+    """The plan's verdict in one line: the profile's need is its largest stage's."""
+    if plan.budget.device == "cpu" and plan.fits is not False:
+        return VRAMCheck(None, f"{plan.budget.note}: no VRAM needed")
+    return VRAMCheck(plan.fits, plan.verdict)
 
 
 def build_status(
@@ -79,13 +69,18 @@ def build_status(
     detection: GPUDetection,
     reason: str,
     version: str,
+    conf_dirs: Sequence[Path] | None = None,
+    stage_records: Sequence[StageRecord] = (),
 ) -> StatusReport:
+    """Gather the status. `conf_dirs` are searched for lighter stage options and
+    profiles to suggest when a stage does not fit (avatar's own by default)."""
     manager = VRAMManager(detection=detection)
     try:
         vram = manager.get_status()
-        check = check_vram(cfg, manager, vram)
     finally:
         manager.close()
+    plan = plan_for(cfg, None if manager.cpu_mode else vram, conf_dirs)
+    check = check_vram(plan)
     settings = {
         "precision": _plain(cfg.precision),
         "quality": _plain(cfg.quality),
@@ -103,6 +98,8 @@ def build_status(
         settings=settings,
         vram=vram,
         check=check,
+        plan=plan,
+        stage_records=tuple(stage_records),
     )
 
 
@@ -151,5 +148,58 @@ def render_status(report: StatusReport) -> str:
         "Settings",
     ]
     lines.extend(f"  {key:<18} {value}" for key, value in report.settings.items())
+    if report.plan is not None:
+        lines += ["", "Plan (stages load one at a time, so the largest must fit)"]
+        lines += render_plan(report.plan)
     lines += ["", "VRAM check", f"  {report.check.message}"]
+    if report.stage_records:
+        lines += ["", "Stages run", *render_records(report.stage_records)]
     return "\n".join(lines)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  "
+        + "  ".join(
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def render_plan(plan: Plan) -> list[str]:
+    """The plan's table and what it was made against, indented for status."""
+    rows = []
+    for r in plan.rows:
+        need = "-" if r.need_mib is None else f"{r.need_mib} MiB"
+        fits = {True: "yes", False: "NO", None: "n/a"}[r.fits]
+        rows.append([r.stage, r.option, r.model, r.device, r.precision, need, fits, r.note])
+    header = ["stage", "option", "model", "runs on", "precision", "VRAM need", "fits", ""]
+    lines = _table(header, rows, right={5})
+    lines.append(f"  against: {plan.budget.note}")
+    lines.append(f"  safety margin: {plan.safety_margin_mib} MiB kept free")
+    return lines
+
+
+def render_records(records: Sequence[StageRecord]) -> list[str]:
+    """What each stage a script ran took and gave back (VRAMManager.records)."""
+
+    def mib(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f} MiB"
+
+    rows = [
+        [
+            r.name,
+            r.device,
+            mib(r.required_mib),
+            mib(r.peak_mib),
+            mib(r.stayed_mib),
+            {True: "yes", False: "NO", None: "n/a"}[r.returned],
+            r.error or "",
+        ]
+        for r in records
+    ]
+    header = ["stage", "device", "required", "peak", "stayed", "returned", ""]
+    return _table(header, rows, right={2, 3, 4})

@@ -17,12 +17,18 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from avatar.hardware import GPUDetection, GPUInfo, detect_gpu
 from avatar.nvml import Nvml, NvmlError
 from avatar.torch_probe import initialized_torch, torch_memory
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from avatar.stage import StageRecord
 
 log = logging.getLogger("avatar.vram")
 
@@ -80,6 +86,7 @@ class VRAMManager:
         self._nvml_factory = nvml_factory
         self._nvml: Nvml | None = None
         self._handle: Any = None
+        self.records: list[StageRecord] = []  # one per stage run through stage(), in order
 
     @property
     def cpu_mode(self) -> bool:
@@ -186,6 +193,29 @@ class VRAMManager:
                 status.torch_allocated_mib,
             )
         return status
+
+    def stage(
+        self,
+        name: str,
+        required_mb: float | None = None,
+        *,
+        config: DictConfig | None = None,
+        safety_margin_mb: float | None = None,
+    ) -> AbstractContextManager[StageRecord]:
+        """A context manager for one stage's model: load it inside, drop it before leaving.
+
+        Refuses with `InsufficientVRAMError` before anything is loaded when `can_load`
+        says `required_mb` (+ the margin) does not fit; records the stage's peak VRAM;
+        afterwards runs `force_cleanup()` and warns when VRAM did not come back. The
+        record (required, peak, what stayed) is yielded and appended to `self.records`.
+
+        With `config` (from `load_config()`), `name` is a stage of its pipeline (voice,
+        lipsync, enhance) and the need, the margin and the lighter options named in the
+        error come from the stage's config. See avatar/stage.py.
+        """
+        from avatar.stage import open_stage  # stage -> plan -> vram: imported when used
+
+        return open_stage(self, name, required_mb, config=config, safety_margin_mb=safety_margin_mb)
 
     def close(self) -> None:
         if self._nvml is not None:
