@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import hydra
@@ -22,21 +22,28 @@ from avatar import __version__
 from avatar.compose import (
     PRIMARY_CONFIG,
     AutoProfile,
+    check_profile_overrides,
     check_user_config,
     explicit_profile,
     gpu_index_override,
+    hydra_main_options,
     install,
+    user_config_path,
 )
-from avatar.errors import AvatarUserError
+from avatar.errors import AvatarUserError, ConfigFileError, ConfigValueError
 from avatar.profiles import builtin_conf_dir
-from avatar.schema import validate
+from avatar.schema import AvatarConfig, validate
 from avatar.status import build_status, profile_reason, render_status
+from avatar.sweep import check_launcher, finish_sweep, job_conf_dirs, write_job_status
 
 log = logging.getLogger("avatar")
 
-# Hydra flags that take a value, so pre-parsing can skip over them.
+# Hydra's flags that take a value (argparse consumes the next argument), so
+# pre-parsing can tell a flag's value from an override.
 _VALUE_FLAGS = {"--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp"}
-_VALUE_FLAGS |= {"--info", "-i", "--cfg", "-c", "--package", "-p", "--experimental-rerun"}
+_VALUE_FLAGS |= {"--cfg", "-c", "--package", "-p", "--experimental-rerun"}
+# --info takes an optional value: the next argument unless it is a flag.
+_OPTIONAL_VALUE_FLAGS = {"--info", "-i"}
 
 
 @dataclass
@@ -44,8 +51,10 @@ class PreParse:
     """What main() needs from argv before Hydra runs; argv itself is not rewritten."""
 
     config_dir: str | None = None
+    config_path: str | None = None
     config_name: str | None = None
-    config_name_at: int | None = None  # where in argv the config name value sits
+    config_name_at: int | None = None  # the argv index of the argument holding the name
+    config_name_prefix: str = ""  # "--config-name=" when the name was given inline
     overrides: list[str] = field(default_factory=list)
 
 
@@ -55,19 +64,25 @@ def preparse(argv: list[str]) -> PreParse:
     while i < len(argv):
         arg = argv[i]
         flag, eq, inline = arg.partition("=")
-        if arg.startswith("-") and flag in _VALUE_FLAGS:
+        if arg.startswith("-") and flag in _VALUE_FLAGS | _OPTIONAL_VALUE_FLAGS:
+            value: str | None
+            at, prefix = i, f"{flag}="
             if eq:
-                value, at = inline, None
-            elif i + 1 < len(argv) and flag not in ("--info", "-i", "--cfg", "-c"):
-                value, at = argv[i + 1], i + 1
+                value = inline
+            elif i + 1 < len(argv) and not (
+                flag in _OPTIONAL_VALUE_FLAGS and argv[i + 1].startswith("-")
+            ):
                 i += 1
+                value, at, prefix = argv[i], i, ""
             else:
-                value, at = None, None
+                value = None
             if flag in ("--config-dir", "-cd"):
                 pre.config_dir = value
+            elif flag in ("--config-path", "-cp"):
+                pre.config_path = value
             elif flag in ("--config-name", "-cn"):
-                pre.config_name, pre.config_name_at = value, at
-        elif not arg.startswith("-") and "=" in arg:
+                pre.config_name, pre.config_name_at, pre.config_name_prefix = value, at, prefix
+        elif not arg.startswith("-"):
             pre.overrides.append(arg)
         i += 1
     return pre
@@ -86,15 +101,72 @@ def _conf_dirs(pre: PreParse) -> list[Path]:
     return dirs
 
 
+def check_override_syntax(overrides: list[str]) -> None:
+    """Parse the overrides as Hydra will, so a malformed one gets a message in avatar's words.
+
+    Hydra's parser reports e.g. "missing EQUAL at '<EOF>'" for `steps`.
+    """
+    if not overrides:
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    avatar_keys = {f.name for f in fields(AvatarConfig)}
+    for text in overrides:
+        try:
+            (override,) = parser.parse_overrides([text])
+        except OverrideParseException as exc:
+            key = text.lstrip("+~").partition("=")[0] or "KEY"
+            if "=" not in text and not text.startswith("~"):
+                problem = f"it has no value ({key}=VALUE)"
+            else:
+                detail = str(exc).splitlines()
+                said = next((d for d in detail if not d.startswith(("Error parsing", "See "))), "")
+                problem = f"it is not valid override syntax ({said.strip()})"
+            raise ConfigValueError(
+                f"Cannot read the command-line override {text!r}: {problem}. An override is "
+                "KEY=VALUE, for example steps=30 or profile=low_vram; quote a value with spaces "
+                "or brackets ('key=\"a b\"'), and sweep with -m KEY=A,B."
+            ) from exc
+        root = override.key_or_group.split(".")[0].split("/")[0]
+        if override.is_delete() and root in avatar_keys:
+            raise ConfigValueError(
+                f"The override {text!r} deletes {override.key_or_group!r}, which avatar needs. "
+                f"Set a value instead ({override.key_or_group}=VALUE), or leave it out to keep "
+                "the default."
+            )
+
+
+def _check_config_dirs(pre: PreParse) -> None:
+    if pre.config_path is not None:
+        raise ConfigFileError(
+            f"--config-path {pre.config_path} would replace avatar's own config folder, and "
+            "with it the profiles and defaults your config builds on. Use --config-dir DIR "
+            "--config-name NAME to add your folder instead."
+        )
+    if pre.config_dir is not None and not Path(pre.config_dir).is_dir():
+        raise ConfigFileError(
+            f"--config-dir {pre.config_dir}: folder {Path(pre.config_dir).resolve()} not found. "
+            "Pass the folder that holds your NAME.yaml (and any profile/ files), relative to "
+            "the current directory or absolute."
+        )
+
+
 def _prepare(argv: list[str]) -> None:
     pre = preparse(argv)
-    if pre.config_name and pre.config_name != PRIMARY_CONFIG:
+    check_override_syntax(pre.overrides)
+    check_launcher(pre.overrides)
+    _check_config_dirs(pre)
+    if pre.config_name and pre.config_name.removesuffix(".yaml") != PRIMARY_CONFIG:
         base = Path(pre.config_dir).resolve() if pre.config_dir else builtin_conf_dir()
-        user = check_user_config(base / f"{pre.config_name}.yaml")
+        user = check_user_config(user_config_path(base, pre.config_name))
         if user is None and pre.config_name_at is not None:
             # An empty file gets the defaults: swap the name in place (argv keeps its shape).
-            sys.argv[1 + pre.config_name_at] = PRIMARY_CONFIG
-    auto = AutoProfile(_conf_dirs(pre), gpu_index=gpu_index_override(pre.overrides))
+            sys.argv[1 + pre.config_name_at] = pre.config_name_prefix + PRIMARY_CONFIG
+    conf_dirs = _conf_dirs(pre)
+    check_profile_overrides(pre.overrides, conf_dirs)
+    auto = AutoProfile(conf_dirs, gpu_index=gpu_index_override(pre.overrides))
     install(auto, explicit_profile=explicit_profile(pre.overrides))
     _Session.auto = auto
 
@@ -104,12 +176,21 @@ def _fail(exc: AvatarUserError) -> None:
     sys.exit(1)
 
 
-@hydra.main(version_base="1.3", config_path=str(builtin_conf_dir()), config_name=PRIMARY_CONFIG)
+@hydra.main(
+    config_path=str(builtin_conf_dir()),
+    config_name=PRIMARY_CONFIG,
+    **hydra_main_options("avatar.sweep.SweepSummary"),  # the callback in conf/config.yaml
+)
 def _app(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         validate(cfg)
-        auto = _Session.auto or AutoProfile([builtin_conf_dir()], gpu_index=cfg.gpu_index)
+        # A sweep job detects its own hardware: it may run in another process or on a
+        # cluster node, where the submitting host's detection says nothing.
+        auto = (None if multirun else _Session.auto) or AutoProfile(
+            job_conf_dirs(hydra_cfg), gpu_index=cfg.gpu_index
+        )
         reason = profile_reason(
             cfg,
             hydra_cfg.runtime.choices.get("profile", ""),
@@ -118,10 +199,16 @@ def _app(cfg: DictConfig) -> None:
         )
         report = build_status(cfg, detection=auto.detection, reason=reason, version=__version__)
     except AvatarUserError as exc:
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise  # the launcher records this job as failed; the other jobs go on
+        if multirun:
+            # Recorded in status.json and the summary, and main() exits 1 at the end.
+            # Not raised: Hydra would then skip the summary and print a traceback.
+            write_job_status(hydra_cfg, cfg, error=exc)
+            print(f"Error: {exc}", file=sys.stderr)
+            return
         _fail(exc)
         return
+    if multirun:
+        write_job_status(hydra_cfg, cfg, report=report, auto=auto)
     print(render_status(report))
     if cfg.verbose:
         print("\nResolved config\n" + OmegaConf.to_yaml(cfg, resolve=True))
@@ -137,4 +224,10 @@ def main() -> None:
         _prepare(argv)
     except AvatarUserError as exc:
         _fail(exc)
-    _app()
+    try:
+        _app()
+    finally:
+        summary = finish_sweep()  # a multirun's summary, even when Hydra stopped early
+    if summary is not None and summary.failed:
+        print(f"Error: {summary.failure_message()}", file=sys.stderr)
+        sys.exit(1)
