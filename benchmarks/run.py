@@ -1,0 +1,919 @@
+"""avatar's benchmark: the claims about speed and VRAM, measured side by side in one run.
+
+    python benchmarks/run.py            # CPU part (about a minute on 2 cores)
+    python benchmarks/run.py --gpu      # plus the GPU part, where an NVIDIA GPU is present
+
+Prints markdown tables and writes them to benchmarks/results/<machine>.md (or --out).
+Ratios, not absolute times, are the claims: every figure is measured against a
+baseline taken in the same run on the same machine, alternating where it can.
+
+CPU part: `python -m avatar` (status) against a hello-world `@hydra.main` app with
+the same no-output-files settings; the modules the status path imports
+(`-X importtime`); `load_config()` against a bare Hydra `compose()`.
+GPU part: detection through NVML against detection through torch (time, and the
+VRAM the process holds afterwards); `VRAMManager.get_status()` against the raw
+call it wraps; `force_cleanup()` after dropping a multi-GB model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import re
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+HELLO_APP = REPO / "benchmarks" / "hello_app.py"
+RESULTS_DIR = REPO / "benchmarks" / "results"
+BYTES_PER_MIB = 1024 * 1024
+
+STATUS_GOAL_RATIO = 1.25  # issue 2: status within 1.25x of a hello-world Hydra app
+GET_STATUS_GOAL_RATIO = 2.0  # issue 5: get_status() within 2x of the raw call it wraps
+HEAVY_MODULES = ("torch", "numpy")  # must not be on the status path
+CHILD_TIMEOUT_S = 120
+
+
+class BenchmarkError(RuntimeError):
+    """A measured command failed: the figures would be meaningless."""
+
+
+@dataclass
+class Section:
+    """One part of the report: a title and markdown lines."""
+
+    title: str
+    lines: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        return "\n".join([f"## {self.title}", "", *self.lines, ""])
+
+
+@dataclass
+class Claim:
+    """One row of the summary: what was measured against what, and the goal."""
+
+    what: str
+    measured: str
+    goal: str = ""
+    met: bool | None = None  # None: no goal, just a figure
+
+    def row(self) -> str:
+        verdict = {True: "met", False: "**NOT MET**", None: ""}[self.met]
+        return f"| {self.what} | {self.measured} | {self.goal} | {verdict} |"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def child_env() -> dict[str, str]:
+    """The environment for measured subprocesses: avatar importable from this tree."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def run_checked(cmd: Sequence[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        list(cmd), cwd=cwd, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S
+    )
+    if proc.returncode != 0:
+        shown = " ".join("<script>" if "\n" in arg else arg for arg in cmd)
+        raise BenchmarkError(f"{shown} exited with {proc.returncode}:\n{proc.stderr[-2000:]}")
+    return proc
+
+
+def timed_run(cmd: Sequence[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one run of `cmd`.
+
+    CPU time is the steadier figure on a machine that other work shares.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    run_checked(cmd, cwd, env)
+    wall_s = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall_s, cpu_s
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def per_call_s(fn: Callable[[], object], calls: int, blocks: int = 7) -> float:
+    """Seconds per call: the median over `blocks` blocks of `calls` calls."""
+    fn()
+    times = []
+    for _ in range(blocks):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - start) / calls)
+    return median(times)
+
+
+def fmt_s(seconds: float) -> str:
+    return f"{seconds:.3f} s"
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms"
+
+
+def fmt_us(seconds: float) -> str:
+    return f"{seconds * 1e6:.2f} us"
+
+
+def version_of(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+# --------------------------------------------------------------------------- machine
+
+
+@dataclass
+class GpuFacts:
+    name: str
+    total_mib: float
+    driver: str
+    count: int
+
+
+def nvml_gpu_facts() -> tuple[GpuFacts | None, str]:
+    """The first NVIDIA GPU as NVML sees it, or None and why not."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception as exc:  # missing bindings or driver: no GPU part
+        return None, f"NVML unavailable ({exc})"
+    try:
+        count = pynvml.nvmlDeviceGetCount()
+        if count == 0:
+            return None, "NVML lists no GPU"
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        name = pynvml.nvmlDeviceGetName(handle)
+        get_driver = getattr(pynvml, "nvmlSystemGetDriverVersion", None)
+        driver = get_driver() if get_driver is not None else "unknown"
+        total = pynvml.nvmlDeviceGetMemoryInfo(handle).total / BYTES_PER_MIB
+        return GpuFacts(_text(name), total, _text(driver), count), ""
+    except Exception as exc:
+        return None, f"NVML failed ({exc})"
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_section(gpu: GpuFacts | None, why_no_gpu: str) -> tuple[Section, str]:
+    """The machine the figures come from, and a file-name slug for it."""
+    cpu = cpu_model()
+    cores = os.cpu_count() or 0
+    gpu_text = (
+        f"{gpu.count} x {gpu.name}, {gpu.total_mib:.0f} MiB, driver {gpu.driver}"
+        if gpu
+        else f"none ({why_no_gpu})"
+    )
+    rows = [
+        ("host", socket.gethostname()),
+        ("CPU", f"{cpu}, {cores} cores"),
+        ("GPU", gpu_text),
+        ("OS", platform.platform()),
+        ("Python", platform.python_version()),
+        ("hydra-core / omegaconf", f"{version_of('hydra-core')} / {version_of('omegaconf')}"),
+        ("nvidia-ml-py / torch", f"{version_of('nvidia-ml-py')} / {version_of('torch')}"),
+        ("date", time.strftime("%Y-%m-%d %H:%M %Z")),
+    ]
+    section = Section("Machine", ["| | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)])
+    base = gpu.name if gpu else f"cpu {cpu} {cores}cores"
+    slug = re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-") or "machine"
+    return section, slug
+
+
+# --------------------------------------------------------------------------- CPU part
+
+
+def bench_status(runs: int, claims: list[Claim]) -> Section:
+    """`python -m avatar` against the hello-world app, alternating, in an empty directory."""
+    env = child_env()
+    commands = {
+        "python -m avatar": [sys.executable, "-m", "avatar"],
+        "benchmarks/hello_app.py": [sys.executable, str(HELLO_APP)],
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    cpu_times: dict[str, list[float]] = {name: [] for name in commands}
+    with tempfile.TemporaryDirectory(prefix="avatar-bench-") as tmp:
+        cwd = Path(tmp)
+        for cmd in commands.values():  # warm the file cache and the .pyc files
+            run_checked(cmd, cwd, env)
+        names = list(commands)
+        for i in range(runs):
+            for name in names if i % 2 == 0 else reversed(names):
+                wall_s, cpu_s = timed_run(commands[name], cwd, env)
+                times[name].append(wall_s)
+                cpu_times[name].append(cpu_s)
+        left_behind = sorted(p.name for p in cwd.iterdir())
+    avatar_s, hello_s = (median(times[n]) for n in names)
+    # Each round runs both commands back to back: the median of the rounds' ratios is
+    # steadier than a ratio of medians when other work comes and goes on the machine.
+    ratio = median([a / h for a, h in zip(*(times[n] for n in names), strict=True)])
+    cpu_ratio = median([a / h for a, h in zip(*(cpu_times[n] for n in names), strict=True)])
+    claims.append(
+        Claim(
+            "`python -m avatar` wall time / hello-world `@hydra.main` app",
+            f"{ratio:.2f}x ({fmt_s(avatar_s)} vs {fmt_s(hello_s)})",
+            f"<= {STATUS_GOAL_RATIO}x",
+            ratio <= STATUS_GOAL_RATIO,
+        )
+    )
+    lines = [
+        f"{runs} rounds, each running both commands back to back (in alternating order), in "
+        "an empty working directory, both with `hydra.run.dir=. hydra.output_subdir=null "
+        "hydra/job_logging=stdout`. The ratio is the median of the rounds' ratios.",
+        "",
+        "| command | median wall | min | max | median CPU (user + sys) |",
+        "| --- | --- | --- | --- | --- |",
+        *(
+            f"| `{name}` | {fmt_s(median(t))} | {fmt_s(min(t))} | {fmt_s(max(t))} "
+            f"| {fmt_s(median(cpu_times[name]))} |"
+            for name, t in times.items()
+        ),
+        "",
+        f"**Ratio avatar / hello-world: {ratio:.2f}x** wall (goal <= {STATUS_GOAL_RATIO}x), "
+        f"{cpu_ratio:.2f}x CPU. "
+        f"Files left in the working directory: {', '.join(left_behind) or 'none'}.",
+    ]
+    return Section("Status vs a hello-world Hydra app", lines)
+
+
+# Where the CPU time of one status run goes: a child process times the phases by wrapping
+# the functions that run them (names as of this version of avatar and Hydra 1.3/1.4).
+CHILD_PHASES = """
+import contextlib, io, json, runpy, sys, time
+clock = time.process_time
+spent = {}
+def timed(owner, name, label):
+    fn = getattr(owner, name, None)
+    if fn is None:  # renamed since: that phase is just not shown
+        return
+    def wrapper(*args, **kwargs):
+        start = clock()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[label] = spent.get(label, 0.0) + clock() - start
+    setattr(owner, name, wrapper)
+t0 = clock()
+app = sys.argv[1]
+if app == "avatar":
+    import avatar.cli as entry
+else:
+    import hydra, hydra.core.config_store
+spent["imports"] = clock() - t0
+import hydra._internal.hydra as hh
+timed(hh.Hydra, "compose_config", "Hydra composition (Hydra composes twice per run)")
+if app == "avatar":
+    timed(entry, "_prepare", "before Hydra: detection, profile files, schemas")
+    timed(entry, "validate", "validate()")
+    timed(entry, "build_status", "build_status()")
+sys.argv = [app]
+with contextlib.redirect_stdout(io.StringIO()):
+    if app == "avatar":
+        getattr(entry, "run", entry.main)()  # run(): the entry point `python -m avatar` uses
+    else:
+        runpy.run_path(HELLO, run_name="__main__")
+spent["total"] = clock() - t0
+print(json.dumps(spent))
+"""
+
+
+def bench_phases(runs: int) -> Section:
+    """CPU time per phase of one status run, against the same phases of the hello-world app."""
+    env = child_env()
+    code = CHILD_PHASES.replace("HELLO", repr(str(HELLO_APP)))
+    samples: dict[str, list[dict[str, float]]] = {"avatar": [], "hello": []}
+    with tempfile.TemporaryDirectory(prefix="avatar-bench-") as tmp:
+        for _ in range(runs):
+            for app in samples:
+                proc = run_checked([sys.executable, "-c", code, app], Path(tmp), env)
+                samples[app].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    labels = list(dict.fromkeys(k for run in samples["avatar"] for k in run))
+    labels.remove("total")
+
+    def cell(app: str, label: str) -> str:
+        values = [run[label] for run in samples[app] if label in run]
+        return fmt_ms(median(values)) if values else ""
+
+    lines = [
+        f"CPU time (`time.process_time`) inside one run, median of {runs} runs each; "
+        "interpreter start and exit are not included. Each phase is timed by wrapping the "
+        "function that runs it (`avatar.cli._prepare`, `Hydra.compose_config`, ...).",
+        "",
+        "| phase | `python -m avatar` | hello-world app |",
+        "| --- | --- | --- |",
+        *(f"| {label} | {cell('avatar', label)} | {cell('hello', label)} |" for label in labels),
+        f"| **total** | **{cell('avatar', 'total')}** | **{cell('hello', 'total')}** |",
+    ]
+    return Section("Where a status run spends its CPU time", lines)
+
+
+IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class ImportCost:
+    name: str
+    self_us: float
+    cumulative_us: float
+    depth: int
+
+
+def parse_importtime(stderr: str) -> dict[str, ImportCost]:
+    """`python -X importtime` output -> module name -> cost (first import of each module)."""
+    costs: dict[str, ImportCost] = {}
+    for line in stderr.splitlines():
+        match = IMPORT_LINE.match(line)
+        if match:
+            self_us, cum_us, indent, name = match.groups()
+            costs.setdefault(
+                name, ImportCost(name, float(self_us), float(cum_us), len(indent) // 2)
+            )
+    return costs
+
+
+def median_importtime(cmd: Sequence[str], runs: int, cwd: Path) -> dict[str, ImportCost]:
+    """Per module, the median self and cumulative cost over `runs` runs."""
+    env = child_env()
+    samples: dict[str, list[ImportCost]] = defaultdict(list)
+    for _ in range(runs):
+        proc = run_checked([sys.executable, "-X", "importtime", *cmd], cwd, env)
+        for name, cost in parse_importtime(proc.stderr).items():
+            samples[name].append(cost)
+    return {
+        name: ImportCost(
+            name,
+            median([c.self_us for c in costs]),
+            median([c.cumulative_us for c in costs]),
+            costs[0].depth,
+        )
+        for name, costs in samples.items()
+    }
+
+
+def bench_imports(runs: int, claims: list[Claim]) -> Section:
+    with tempfile.TemporaryDirectory(prefix="avatar-bench-") as tmp:
+        avatar = median_importtime(["-m", "avatar"], runs, Path(tmp))
+        hello = median_importtime([str(HELLO_APP)], runs, Path(tmp))
+    heavy = [m for m in HEAVY_MODULES if any(n == m or n.startswith(m + ".") for n in avatar)]
+    torch_imported = "torch" in heavy
+    claims.append(
+        Claim(
+            "torch imported by the status path (`-X importtime`)",
+            "yes" if torch_imported else "no",
+            "no",
+            not torch_imported,
+        )
+    )
+    total_avatar = sum(c.self_us for c in avatar.values())
+    total_hello = sum(c.self_us for c in hello.values())
+    extra: dict[str, list[ImportCost]] = defaultdict(list)
+    for name, cost in avatar.items():
+        if name not in hello:
+            extra[name.split(".")[0]].append(cost)
+    extra_rows = sorted(extra.items(), key=lambda kv: -sum(c.self_us for c in kv[1]))
+    top_self = sorted(avatar.values(), key=lambda c: -c.self_us)[:10]
+    top_level = sorted(
+        (c for c in avatar.values() if c.depth == 0), key=lambda c: -c.cumulative_us
+    )[:8]
+    lines = [
+        f"`python -X importtime -m avatar`, median per module over {runs} runs.",
+        "",
+        f"**torch imported: {'yes' if torch_imported else 'no'}**; "
+        f"heavy modules imported: {', '.join(heavy) or 'none'} "
+        f"(checked: {', '.join(HEAVY_MODULES)}). Modules imported: {len(avatar)} "
+        f"(hello-world app: {len(hello)}). Sum of import self time: "
+        f"{total_avatar / 1e3:.0f} ms (hello-world app: {total_hello / 1e3:.0f} ms).",
+        "",
+        "Imported by the status path but not by the hello-world app, by top-level package:",
+        "",
+        "| package | modules | self time |",
+        "| --- | --- | --- |",
+        *(
+            f"| `{pkg}` | {len(costs)} | {sum(c.self_us for c in costs) / 1e3:.1f} ms |"
+            for pkg, costs in extra_rows
+        ),
+        "",
+        "Largest self costs (all modules):",
+        "",
+        "| module | self | cumulative |",
+        "| --- | --- | --- |",
+        *(
+            f"| `{c.name}` | {c.self_us / 1e3:.1f} ms | {c.cumulative_us / 1e3:.1f} ms |"
+            for c in top_self
+        ),
+        "",
+        "Largest cumulative costs (imported at top level):",
+        "",
+        "| module | cumulative |",
+        "| --- | --- |",
+        *(f"| `{c.name}` | {c.cumulative_us / 1e3:.1f} ms |" for c in top_level),
+    ]
+    return Section("What the status path imports", lines)
+
+
+def bench_load_config(repeats: int, claims: list[Claim]) -> Section:
+    """`load_config()` against Hydra's own `compose()` of the same config, in this process."""
+    from hydra import compose, initialize_config_dir
+
+    from avatar import load_config
+    from avatar.profiles import builtin_conf_dir
+
+    conf_dir = str(builtin_conf_dir())
+    load_config()  # registers avatar's resolvers and stores profile/auto for the bare compose
+
+    def bare_compose() -> object:
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            return compose(config_name="config")
+
+    cases: dict[str, Callable[[], object]] = {
+        "Hydra `initialize_config_dir` + `compose('config')` (bare)": bare_compose,
+        "`load_config()`": load_config,
+        "`load_config(['profile=rtx3080'])` (no detection)": lambda: load_config(
+            ["profile=rtx3080"]
+        ),
+    }
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    medians = {name: median(t) for name, t in times.items()}
+    bare_s = medians[next(iter(cases))]
+    ratio = medians["`load_config()`"] / bare_s
+    claims.append(
+        Claim(
+            "`load_config()` / bare Hydra `compose()` of the same config",
+            f"{ratio:.2f}x ({fmt_ms(medians['`load_config()`'])} vs {fmt_ms(bare_s)})",
+        )
+    )
+    lines = [
+        f"In one process, median of {repeats} rounds. The bare compose reads the same "
+        "`conf/config.yaml` with avatar's resolvers already registered, so the difference "
+        "is what `load_config()` adds: detection, reading the profile files, storing "
+        "`profile/auto`, and validation.",
+        "",
+        "| call | median | ratio to bare |",
+        "| --- | --- | --- |",
+        *(f"| {name} | {fmt_ms(s)} | {s / bare_s:.2f}x |" for name, s in medians.items()),
+    ]
+    return Section("`load_config()` vs a bare Hydra `compose()`", lines)
+
+
+# --------------------------------------------------------------------------- GPU part
+
+# Each child prints one JSON line when its detection is done, then waits on stdin, so
+# the parent can ask NVML what the still-running process holds on the GPU.
+CHILD_DETECT_NVML = """
+import json, os, sys, time
+t0 = time.perf_counter()
+import avatar.hardware
+t1 = time.perf_counter()
+detection = avatar.hardware.detect_gpu()
+t2 = time.perf_counter()
+print(json.dumps({"pid": os.getpid(), "import_s": t1 - t0, "detect_s": t2 - t1,
+                  "gpus": len(detection.gpus), "backend": detection.backend}), flush=True)
+sys.stdin.readline()
+"""
+
+CHILD_DETECT_TORCH = """
+import json, os, sys, time
+t0 = time.perf_counter()
+import avatar.torch_probe
+t1 = time.perf_counter()
+gpus = avatar.torch_probe.probe_gpus()  # imports torch, is_available(), mem_get_info()
+t2 = time.perf_counter()
+print(json.dumps({"pid": os.getpid(), "import_s": t1 - t0, "detect_s": t2 - t1,
+                  "gpus": len(gpus), "backend": "torch"}), flush=True)
+sys.stdin.readline()
+"""
+
+CHILD_VRAM = """
+import gc, json, statistics, sys, time
+import pynvml
+from avatar import VRAMManager
+
+MODEL_GIB = float(sys.argv[1])
+CALLS = int(sys.argv[2])
+
+def per_call(fn, calls=CALLS, blocks=7):
+    fn()
+    times = []
+    for _ in range(blocks):
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - t) / calls)
+    return statistics.median(times)
+
+out = {}
+manager = VRAMManager()
+gpu = manager.gpu
+pynvml.nvmlInit()
+handle = pynvml.nvmlDeviceGetHandleByIndex(gpu.nvml_index)
+raw_nvml = lambda: pynvml.nvmlDeviceGetMemoryInfo(handle, version=pynvml.nvmlMemory_v2)
+
+# 1. A process that has not imported torch: get_status() is one NVML call plus bookkeeping.
+out["clean_get_status_s"] = per_call(manager.get_status)
+out["clean_raw_nvml_s"] = per_call(raw_nvml)
+
+# 2. The same process once torch has initialised CUDA: get_status() also reads torch's
+#    reserved and allocated memory.
+import torch
+device = torch.device("cuda", gpu.index)
+torch.zeros(1, device=device)
+torch.cuda.synchronize(device)
+def raw_nvml_and_torch():
+    raw_nvml()
+    torch.cuda.memory_reserved(device)
+    torch.cuda.memory_allocated(device)
+out["cuda_get_status_s"] = per_call(manager.get_status)
+out["cuda_raw_nvml_s"] = per_call(raw_nvml)
+out["cuda_raw_nvml_torch_s"] = per_call(raw_nvml_and_torch)
+out["cuda_mem_get_info_s"] = per_call(lambda: torch.cuda.mem_get_info(device))
+
+# 3. force_cleanup() after dropping a model of MODEL_GIB GiB (fp16 8192x8192 layers).
+LAYER_BYTES = 8192 * 8192 * 2
+layers = max(1, round(MODEL_GIB * 2**30 / LAYER_BYTES))
+
+def load_and_run():
+    model = torch.nn.Sequential(*[
+        torch.nn.Linear(8192, 8192, bias=False, device=device, dtype=torch.float16)
+        for _ in range(layers)
+    ])
+    with torch.no_grad():
+        x = torch.randn(64, 8192, device=device, dtype=torch.float16)
+        model(x)
+    torch.cuda.synchronize(device)
+    return model
+
+def free_mib():
+    return manager.get_status().free_mib
+
+model = load_and_run()  # warm-up: cuBLAS workspaces, allocator pools
+del model
+gc.collect(); torch.cuda.empty_cache()
+out["model_gib"] = layers * LAYER_BYTES / 2**30
+out["free_before_load_mib"] = free_mib()
+
+model = load_and_run()
+out["free_loaded_raw_mib"] = free_mib()
+del model
+t = time.perf_counter(); gc.collect(); torch.cuda.empty_cache(); torch.cuda.synchronize(device)
+out["raw_cleanup_s"] = time.perf_counter() - t
+out["free_after_raw_mib"] = free_mib()
+
+model = load_and_run()
+out["free_loaded_mib"] = free_mib()
+del model
+t = time.perf_counter()
+out["freed_mib"] = manager.force_cleanup()
+out["force_cleanup_s"] = time.perf_counter() - t
+out["free_after_cleanup_mib"] = free_mib()
+out["torch_reserved_after_mib"] = torch.cuda.memory_reserved(device) / 2**20
+manager.close()
+print(json.dumps(out), flush=True)
+"""
+
+
+class NvmlProbe:
+    """The parent's own NVML session: what a child process holds, and what the device uses."""
+
+    def __init__(self) -> None:
+        import pynvml
+
+        self.nv = pynvml
+        pynvml.nvmlInit()
+        self.handles = [
+            pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())
+        ]
+
+    def pid_mib(self, pid: int) -> float | None:
+        """VRAM the process holds on all GPUs; 0 when it holds no context; None if unknown."""
+        total_b = 0
+        try:
+            for handle in self.handles:
+                for proc in self.nv.nvmlDeviceGetComputeRunningProcesses(handle):
+                    if proc.pid == pid:
+                        total_b += proc.usedGpuMemory or 0
+        except self.nv.NVMLError:
+            return None  # per-process info is unavailable under MIG, WSL, WDDM
+        return total_b / BYTES_PER_MIB
+
+    def used_mib(self) -> float:
+        return (
+            sum(
+                self.nv.nvmlDeviceGetMemoryInfo(h, version=self.nv.nvmlMemory_v2).used
+                for h in self.handles
+            )
+            / BYTES_PER_MIB
+        )
+
+    def close(self) -> None:
+        self.nv.nvmlShutdown()
+
+
+@dataclass
+class DetectRun:
+    wall_s: float  # spawn to answer
+    import_s: float
+    detect_s: float
+    gpus: int
+    pid_mib: float | None
+    device_used_delta_mib: float
+
+
+def detect_in_child(code: str, probe: NvmlProbe) -> DetectRun:
+    used_before = probe.used_mib()
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=child_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        line = proc.stdout.readline()
+        wall_s = time.perf_counter() - start
+        if not line:
+            proc.wait(timeout=CHILD_TIMEOUT_S)
+            stderr = proc.stderr.read() if proc.stderr else ""
+            raise BenchmarkError(f"detection child failed:\n{stderr[-2000:]}")
+        answer = json.loads(line)
+        pid_mib = probe.pid_mib(int(answer["pid"]))
+        delta = probe.used_mib() - used_before
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        proc.wait(timeout=CHILD_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return DetectRun(wall_s, answer["import_s"], answer["detect_s"], answer["gpus"], pid_mib, delta)
+
+
+def fmt_mib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} MiB"
+
+
+def bench_detection(runs: int, claims: list[Claim]) -> Section:
+    probe = NvmlProbe()
+    try:
+        results: dict[str, list[DetectRun]] = {"NVML (`detect_gpu()`)": [], "torch": []}
+        codes = dict(zip(results, (CHILD_DETECT_NVML, CHILD_DETECT_TORCH), strict=True))
+        for i in range(runs):
+            order = list(results) if i % 2 == 0 else list(reversed(results))
+            for name in order:
+                results[name].append(detect_in_child(codes[name], probe))
+                time.sleep(0.5)  # let the driver release the previous child's context
+    finally:
+        probe.close()
+
+    def summary(rs: list[DetectRun]) -> dict[str, Any]:
+        pid_values = [r.pid_mib for r in rs if r.pid_mib is not None]
+        return {
+            "wall": median([r.wall_s for r in rs]),
+            "import": median([r.import_s for r in rs]),
+            "detect": median([r.detect_s for r in rs]),
+            "gpus": rs[0].gpus,
+            "pid_mib": max(pid_values) if pid_values else None,
+            "delta": median([r.device_used_delta_mib for r in rs]),
+        }
+
+    nvml, torch = (summary(rs) for rs in results.values())
+    claims.append(
+        Claim(
+            "VRAM held by a process after detection, NVML (avatar) / torch",
+            f"{fmt_mib(nvml['pid_mib'])} / {fmt_mib(torch['pid_mib'])}",
+            "0 MiB for avatar",
+            None if nvml["pid_mib"] is None else nvml["pid_mib"] == 0,
+        )
+    )
+    claims.append(
+        Claim(
+            "detection time, torch / NVML (whole process, spawn to answer)",
+            f"{torch['wall'] / nvml['wall']:.1f}x "
+            f"({fmt_s(torch['wall'])} vs {fmt_s(nvml['wall'])})",
+        )
+    )
+    lines = [
+        f"Fresh subprocesses, median of {runs} alternating runs. VRAM held: "
+        "`nvmlDeviceGetComputeRunningProcesses` for the child's PID while it is still "
+        "running (0 = no CUDA context), and the device's used memory (NVML v2) against "
+        "before the child started.",
+        "",
+        "| detection | process, spawn to answer | import avatar | detection | GPUs found "
+        "| VRAM held by the process | device used delta |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *(
+            f"| {name} | {fmt_s(s['wall'])} | {fmt_s(s['import'])} | {fmt_s(s['detect'])} "
+            f"| {s['gpus']} | {fmt_mib(s['pid_mib'])} | {s['delta']:.0f} MiB |"
+            for name, s in zip(results, (nvml, torch), strict=True)
+        ),
+        "",
+        "torch's detection time includes `import torch` (avatar's torch probe imports it).",
+    ]
+    return Section("GPU detection: NVML vs torch", lines)
+
+
+def bench_vram(model_gib: float, calls: int, claims: list[Claim]) -> list[Section]:
+    proc = run_checked(
+        [sys.executable, "-c", CHILD_VRAM, str(model_gib), str(calls)], REPO, child_env()
+    )
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    clean_ratio = r["clean_get_status_s"] / r["clean_raw_nvml_s"]
+    cuda_ratio = r["cuda_get_status_s"] / r["cuda_raw_nvml_torch_s"]
+    claims.append(
+        Claim(
+            "`get_status()` / raw NVML call (process without torch)",
+            f"{clean_ratio:.2f}x ({fmt_us(r['clean_get_status_s'])} vs "
+            f"{fmt_us(r['clean_raw_nvml_s'])})",
+            f"<= {GET_STATUS_GOAL_RATIO}x",
+            clean_ratio <= GET_STATUS_GOAL_RATIO,
+        )
+    )
+    claims.append(
+        Claim(
+            "`get_status()` / raw NVML + torch reserved/allocated (CUDA initialised)",
+            f"{cuda_ratio:.2f}x ({fmt_us(r['cuda_get_status_s'])} vs "
+            f"{fmt_us(r['cuda_raw_nvml_torch_s'])})",
+            f"<= {GET_STATUS_GOAL_RATIO}x",
+            cuda_ratio <= GET_STATUS_GOAL_RATIO,
+        )
+    )
+    returned_mib = r["free_after_cleanup_mib"] - r["free_loaded_mib"]
+    gap_mib = r["free_before_load_mib"] - r["free_after_cleanup_mib"]
+    claims.append(
+        Claim(
+            f"`force_cleanup()` after dropping a {r['model_gib']:.1f} GiB model",
+            f"{fmt_ms(r['force_cleanup_s'])}, {r['freed_mib']:.0f} MiB returned, "
+            f"free VRAM {gap_mib:.0f} MiB short of before the load "
+            f"(raw gc + empty_cache: {fmt_ms(r['raw_cleanup_s'])})",
+        )
+    )
+    status_lines = [
+        f"Per call, median of 7 blocks of {calls} calls, in one process: first before torch "
+        "is imported, then after torch has initialised CUDA (when `get_status()` also reads "
+        "torch's reserved and allocated memory).",
+        "",
+        "| process | call | per call | `get_status()` / this |",
+        "| --- | --- | --- | --- |",
+        f"| no torch | `VRAMManager.get_status()` | {fmt_us(r['clean_get_status_s'])} | |",
+        f"| no torch | raw `nvmlDeviceGetMemoryInfo(h, version=v2)` "
+        f"| {fmt_us(r['clean_raw_nvml_s'])} | {clean_ratio:.2f}x |",
+        f"| CUDA initialised | `VRAMManager.get_status()` | {fmt_us(r['cuda_get_status_s'])} | |",
+        f"| CUDA initialised | raw NVML call | {fmt_us(r['cuda_raw_nvml_s'])} "
+        f"| {r['cuda_get_status_s'] / r['cuda_raw_nvml_s']:.2f}x |",
+        f"| CUDA initialised | raw NVML + `memory_reserved` + `memory_allocated` "
+        f"| {fmt_us(r['cuda_raw_nvml_torch_s'])} | {cuda_ratio:.2f}x |",
+        f"| CUDA initialised | `torch.cuda.mem_get_info` | {fmt_us(r['cuda_mem_get_info_s'])} "
+        f"| {r['cuda_get_status_s'] / r['cuda_mem_get_info_s']:.2f}x |",
+    ]
+    cleanup_lines = [
+        f"A {r['model_gib']:.1f} GiB fp16 model (8192x8192 linear layers) is loaded, run "
+        "once and dropped (`del`), after a warm-up load that sets up cuBLAS. Free VRAM "
+        "from NVML.",
+        "",
+        "| | value |",
+        "| --- | --- |",
+        f"| free before loading | {r['free_before_load_mib']:.0f} MiB |",
+        f"| free with the model loaded | {r['free_loaded_mib']:.0f} MiB |",
+        f"| `force_cleanup()` time | {fmt_ms(r['force_cleanup_s'])} |",
+        f"| `force_cleanup()` return value (MiB freed) | {r['freed_mib']:.0f} MiB |",
+        f"| free after `force_cleanup()` | {r['free_after_cleanup_mib']:.0f} MiB "
+        f"(+{returned_mib:.0f} MiB; {gap_mib:.0f} MiB short of before loading) |",
+        f"| torch reserved after | {r['torch_reserved_after_mib']:.0f} MiB |",
+        f"| same drop, raw `gc.collect()` + `empty_cache()` | {fmt_ms(r['raw_cleanup_s'])}, "
+        f"free after {r['free_after_raw_mib']:.0f} MiB |",
+    ]
+    return [
+        Section("`VRAMManager.get_status()` vs the raw call", status_lines),
+        Section("`force_cleanup()` after dropping a model", cleanup_lines),
+    ]
+
+
+# --------------------------------------------------------------------------- main
+
+
+SUMMARY_HEAD = ("| claim | measured | goal | |", "| --- | --- | --- | --- |")
+
+
+def build_report(machine: Section, claims: list[Claim], sections: list[Section]) -> str:
+    summary = Section("Summary", [*SUMMARY_HEAD, *(c.row() for c in claims)])
+    header = (
+        "# avatar benchmark\n\nWritten by `python benchmarks/run.py"
+        + (" --gpu" if any(s.title.startswith("GPU") for s in sections) else "")
+        + "`. Ratios are the claims; absolute times depend on the machine.\n"
+    )
+    return "\n".join(
+        [header, machine.markdown(), summary.markdown(), *(s.markdown() for s in sections)]
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gpu", action="store_true", help="also run the GPU part")
+    parser.add_argument("--runs", type=int, default=15, help="status runs per command")
+    parser.add_argument("--import-runs", type=int, default=3, help="-X importtime runs")
+    parser.add_argument("--repeats", type=int, default=15, help="load_config() rounds")
+    parser.add_argument("--detect-runs", type=int, default=3, help="GPU detection runs each")
+    parser.add_argument("--model-gib", type=float, default=4.0, help="model size for cleanup")
+    parser.add_argument("--calls", type=int, default=2000, help="get_status() calls per block")
+    parser.add_argument(
+        "--results-dir", type=Path, default=RESULTS_DIR, help="where <machine>.md is written"
+    )
+    parser.add_argument("--out", type=Path, help="markdown file (overrides --results-dir)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if str(REPO) not in sys.path:  # `python benchmarks/run.py` puts benchmarks/ there instead
+        sys.path.insert(0, str(REPO))
+    logging.getLogger("avatar").setLevel(logging.ERROR)  # the CPU-mode warning, once per call
+    gpu, why_no_gpu = nvml_gpu_facts()
+    machine, slug = machine_section(gpu, why_no_gpu)
+    print(machine.markdown(), flush=True)
+    claims: list[Claim] = []
+    sections: list[Section] = []
+    steps: list[Callable[[], list[Section]]] = [
+        lambda: [bench_status(args.runs, claims)],
+        lambda: [bench_phases(args.import_runs)],
+        lambda: [bench_imports(args.import_runs, claims)],
+        lambda: [bench_load_config(args.repeats, claims)],
+    ]
+    if args.gpu and gpu is not None:
+        steps += [
+            lambda: [bench_detection(args.detect_runs, claims)],
+            lambda: bench_vram(args.model_gib, args.calls, claims),
+        ]
+    elif args.gpu:
+        sections.append(Section("GPU part", [f"Skipped: no NVIDIA GPU here ({why_no_gpu})."]))
+        print(sections[-1].markdown(), flush=True)
+    failed = False
+    for step in steps:
+        try:
+            produced = step()
+        except (BenchmarkError, subprocess.TimeoutExpired) as exc:
+            # Keep what the other steps measured; the report says what failed.
+            failed = True
+            produced = [Section("Failed step", ["```", str(exc).strip(), "```"])]
+        for section in produced:
+            sections.append(section)
+            print(section.markdown(), flush=True)
+    report = build_report(machine, claims, sections)
+    out = args.out or args.results_dir / f"{slug}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report, encoding="utf-8")
+    print(Section("Summary", [*SUMMARY_HEAD, *(c.row() for c in claims)]).markdown())
+    print(f"Written to {out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
