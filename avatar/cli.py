@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -252,5 +253,9 @@ def run() -> None:
     gc.freeze()
     try:
         main()
+    except BrokenPipeError:
+        # `avatar --help | head`: the reader left. Silence the flush at exit, like `ls | head`.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     finally:
         gc.freeze()
