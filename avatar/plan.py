@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from avatar.profiles import group_files
 from avatar.schema import runs_on_gpu
 from avatar.vram import VRAMStatus
 
@@ -218,14 +219,8 @@ def make_plan(cfg: DictConfig, budget: VRAMBudget, *, instead: str = "") -> Plan
 
 
 def option_files(stage: str, conf_dirs: Iterable[Path]) -> dict[str, Path]:
-    """Option name -> file for one stage group; the first dir wins, as in Hydra's search path."""
-    found: dict[str, Path] = {}
-    for conf_dir in conf_dirs:
-        group = Path(conf_dir) / stage
-        if group.is_dir():
-            for path in sorted(group.glob("*.yaml")):
-                found.setdefault(path.stem, path)
-    return found
+    """Option name -> file for one stage group."""
+    return group_files(stage, conf_dirs)
 
 
 def lighter_options(

@@ -47,15 +47,20 @@ def builtin_conf_dir() -> Path:
     return installed if (installed / "config.yaml").is_file() else here.parent / "conf"
 
 
-def profile_files(conf_dirs: Iterable[Path]) -> dict[str, Path]:
-    """Profile option name -> file. The first dir wins, as in Hydra's search path."""
+def group_files(group: str, conf_dirs: Iterable[Path]) -> dict[str, Path]:
+    """Option name -> file for one config group. The first dir wins, as in Hydra's search path."""
     found: dict[str, Path] = {}
     for conf_dir in conf_dirs:
-        group = Path(conf_dir) / PROFILE_GROUP
-        if group.is_dir():
-            for path in sorted(group.glob("*.yaml")):
+        folder = Path(conf_dir) / group
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.yaml")):
                 found.setdefault(path.stem, path)
     return found
+
+
+def profile_files(conf_dirs: Iterable[Path]) -> dict[str, Path]:
+    """Profile option name -> file."""
+    return group_files(PROFILE_GROUP, conf_dirs)
 
 
 def read_profile(path: Path) -> ProfileSpec:
