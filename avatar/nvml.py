@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 BYTES_PER_MIB = 1024 * 1024
 
@@ -29,9 +29,12 @@ class NvmlError(Exception):
         self.library_missing = library_missing
 
 
-@dataclass(frozen=True)
-class NvmlMemory:
-    """One device's memory as nvidia-smi reports it, in MiB."""
+class NvmlMemory(NamedTuple):
+    """One device's memory as nvidia-smi reports it, in MiB.
+
+    A named tuple, not a frozen dataclass: VRAMManager.get_status() builds one per
+    call, and the goal is to cost little more than the NVML call itself.
+    """
 
     total_mib: float
     used_mib: float
@@ -67,6 +70,7 @@ class Nvml:
     def __init__(self, pynvml: ModuleType | None = None) -> None:
         self._nv = pynvml if pynvml is not None else _import_pynvml()
         self._open = False
+        self._memory_v2: bool | None = None  # unknown until the first memory query
         try:
             self._nv.nvmlInit()
         except self._nv.NVMLError as exc:
@@ -120,19 +124,22 @@ class Nvml:
         fall back to v1 on drivers or bindings that lack it.
         """
         get = self._nv.nvmlDeviceGetMemoryInfo
-        v2 = getattr(self._nv, "nvmlMemory_v2", None)
         info = None
-        if v2 is not None:
+        if self._memory_v2 is not False:
+            v2 = getattr(self._nv, "nvmlMemory_v2", None)
             try:
-                info = get(handle, version=v2)
+                info = None if v2 is None else get(handle, version=v2)
             except (TypeError, self._nv.NVMLError):
                 info = None
+            if info is not None:
+                self._memory_v2 = True
         if info is None:
             info = self._call("nvmlDeviceGetMemoryInfo", get, handle)
+            # v1 answered where v2 did not: remembered, so later calls (one per VRAM
+            # status) ask once, not twice. A transient failure of both stays unknown.
+            self._memory_v2 = False
         return NvmlMemory(
-            total_mib=info.total / BYTES_PER_MIB,
-            used_mib=info.used / BYTES_PER_MIB,
-            free_mib=info.free / BYTES_PER_MIB,
+            info.total / BYTES_PER_MIB, info.used / BYTES_PER_MIB, info.free / BYTES_PER_MIB
         )
 
     def device(self, nvml_index: int) -> NvmlDevice:

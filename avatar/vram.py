@@ -35,9 +35,12 @@ log = logging.getLogger("avatar.vram")
 DEFAULT_SAFETY_MARGIN_MIB = 512  # the note's DEC-I4
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class VRAMStatus:
     """One device's memory at one moment, in MiB.
+
+    Not frozen: a frozen dataclass pays a setattr call per field, and get_status()
+    builds one per call while its goal is to cost little more than the NVML call.
 
     `torch_reserved_mib` / `torch_allocated_mib` are set only in a process where
     torch already initialised CUDA; otherwise 0.
