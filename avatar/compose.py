@@ -306,17 +306,23 @@ def _names_primary(entry: Any) -> bool:
     return isinstance(entry, str) and entry.lstrip("/") == PRIMARY_CONFIG
 
 
+def override_values(overrides: Sequence[str], key: str) -> list[str] | None:
+    """The values of the first `key=...` override (`+key=` too), split at a sweep's commas;
+    None when no override sets `key`. What avatar must know before Hydra parses them."""
+    for override in overrides:
+        name, sep, value = override.lstrip("+").partition("=")
+        if sep and name == key:
+            return [v.strip() for v in value.split(",")]
+    return None
+
+
 def explicit_profile(overrides: Sequence[str]) -> str | None:
     """The profile the overrides choose themselves (the first of a sweep), else None.
 
     When they choose one, no detection is needed for composition.
     """
-    for override in overrides:
-        key, sep, value = override.lstrip("+").partition("=")
-        if sep and key == PROFILE_GROUP:
-            options = [v.strip() for v in value.split(",")]
-            return None if AUTO in options or not options[0] else options[0]
-    return None
+    options = override_values(overrides, PROFILE_GROUP)
+    return None if options is None or AUTO in options or not options[0] else options[0]
 
 
 def check_profile_overrides(overrides: Sequence[str], conf_dirs: Sequence[Path]) -> None:
@@ -343,11 +349,8 @@ def check_profile_overrides(overrides: Sequence[str], conf_dirs: Sequence[Path])
 
 def gpu_index_override(overrides: Sequence[str]) -> int | None:
     """`gpu_index=N` from the overrides, needed before composition for the auto choice."""
-    for override in overrides:
-        key, sep, value = override.lstrip("+").partition("=")
-        if sep and key == "gpu_index" and value.strip().isdigit():
-            return int(value)
-    return None
+    values = override_values(overrides, "gpu_index")
+    return int(values[0]) if values and len(values) == 1 and values[0].isdigit() else None
 
 
 def load_config(

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from avatar.profiles import group_files
-from avatar.schema import runs_on_gpu
+from avatar.schema import plain_value, runs_on_gpu
 from avatar.vram import VRAMStatus
 
 
@@ -76,10 +76,6 @@ def _largest(rows: Iterable[PlanRow]) -> PlanRow | None:
     return max(gpu_rows, key=lambda r: r.need_mib or 0) if gpu_rows else None
 
 
-def _plain(value: Any) -> Any:
-    return getattr(value, "value", value)
-
-
 def stage_need_mib(stage: Any, *, on_gpu: bool = True) -> int | None:
     """The stage's peak VRAM in MiB at its precision and knob values.
 
@@ -89,7 +85,7 @@ def stage_need_mib(stage: Any, *, on_gpu: bool = True) -> int | None:
     """
     if not on_gpu:
         return 0
-    base = stage.vram_mib[_plain(stage.precision)]
+    base = stage.vram_mib[plain_value(stage.precision)]
     if base is None:
         return None
     growth = stage.vram_growth
@@ -112,7 +108,7 @@ def budget_for(cfg: DictConfig, vram: VRAMStatus | None) -> VRAMBudget:
     (`nominal_vram_mib`, else `vram_min_mib`), and the note says so.
     """
     profile = cfg.profile
-    if _plain(profile.accelerator) == "cpu":
+    if plain_value(profile.accelerator) == "cpu":
         return VRAMBudget(None, "cpu", True, f"profile {profile.name} runs the stages on the CPU")
     if vram is None:
         nominal = profile.nominal_vram_mib
@@ -155,12 +151,12 @@ def plan_rows(cfg: DictConfig, budget: VRAMBudget) -> list[PlanRow]:
     room = None if budget.available_mib is None else budget.available_mib - margin
     rows = []
     for entry in cfg.pipeline.stages:
-        name = _plain(entry)
+        name = plain_value(entry)
         stage = cfg[name]
         device = stage_device(cfg, name)
-        precision = str(_plain(stage.precision))
+        precision = str(plain_value(stage.precision))
         need = stage_need_mib(stage, on_gpu=device == "gpu")
-        runs_on = [_plain(a) for a in stage.runs_on]
+        runs_on = [plain_value(a) for a in stage.runs_on]
         fits: bool | None
         if device == "cpu" and "cpu" not in runs_on:
             need, fits, note = None, False, f"needs a GPU ({stage.model} does not run on the CPU)"
@@ -244,7 +240,7 @@ def lighter_options(
         try:
             node = candidate_root[stage]
             on_gpu = runs_on_gpu(node, cfg.profile.accelerator)
-            if not on_gpu and "cpu" not in [_plain(a) for a in node.runs_on]:
+            if not on_gpu and "cpu" not in [plain_value(a) for a in node.runs_on]:
                 continue
             need = stage_need_mib(node, on_gpu=on_gpu)
         except (OmegaConfBaseException, KeyError, TypeError, AttributeError):

@@ -17,6 +17,11 @@ from omegaconf.errors import OmegaConfBaseException
 from avatar.errors import ConfigValueError
 
 
+def plain_value(value: Any) -> Any:
+    """An enum field's value (`Precision.fp16` -> "fp16"); any other value as it is."""
+    return getattr(value, "value", value)
+
+
 class Precision(Enum):
     fp32 = "fp32"
     fp16 = "fp16"

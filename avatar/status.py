@@ -14,8 +14,11 @@ import hydra
 import omegaconf
 from omegaconf import DictConfig
 
+from avatar.compose import override_values
 from avatar.hardware import GPUDetection, GPUInfo
 from avatar.plan import Plan, plan_for
+from avatar.profiles import PROFILE_GROUP
+from avatar.schema import plain_value
 from avatar.stage import StageRecord
 from avatar.vram import VRAMManager, VRAMStatus
 
@@ -51,7 +54,7 @@ def profile_reason(
     """Why the active profile is active, from the Hydra runtime info."""
     if choice == "auto":
         return str(cfg.profile.selected_by)
-    if any(o.lstrip("+").startswith("profile=") for o in task_overrides):
+    if override_values(task_overrides, PROFILE_GROUP) is not None:
         return "set on the command line"
     return f"set in config {config_name!r}"
 
@@ -82,8 +85,8 @@ def build_status(
     plan = plan_for(cfg, None if manager.cpu_mode else vram, conf_dirs)
     check = check_vram(plan)
     settings = {
-        "precision": _plain(cfg.precision),
-        "quality": _plain(cfg.quality),
+        "precision": plain_value(cfg.precision),
+        "quality": plain_value(cfg.quality),
         "batch_size": cfg.batch_size,
         "steps": cfg.steps,
         "safety_margin_mib": cfg.safety_margin_mib,
@@ -101,10 +104,6 @@ def build_status(
         plan=plan,
         stage_records=tuple(stage_records),
     )
-
-
-def _plain(value: object) -> object:
-    return getattr(value, "value", value)
 
 
 def _bar(used_mib: float, total_mib: float) -> str:

@@ -34,8 +34,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from avatar.compose import PROFILE_ENV, override_values
 from avatar.errors import AvatarUserError
-from avatar.profiles import AUTO, builtin_conf_dir
+from avatar.profiles import AUTO, PROFILE_GROUP, builtin_conf_dir
 
 if TYPE_CHECKING:
     from avatar.compose import AutoProfile
@@ -68,9 +69,8 @@ def check_launcher(overrides: Sequence[str], env: Mapping[str, str] | None = Non
     `auto` would be decided here, on the submitting host.
     """
     environ = os.environ if env is None else env
-    for override in overrides:
-        key, sep, value = override.lstrip("+~").partition("=")
-        if not sep or key != "hydra/launcher" or value not in LAUNCHER_PLUGINS:
+    for value in override_values(overrides, "hydra/launcher") or []:
+        if value not in LAUNCHER_PLUGINS:
             continue
         if value in CLUSTER_LAUNCHERS and not _profile_given(overrides, environ):
             log.warning(
@@ -95,11 +95,10 @@ def check_launcher(overrides: Sequence[str], env: Mapping[str, str] | None = Non
 
 def _profile_given(overrides: Sequence[str], env: Mapping[str, str]) -> bool:
     """Whether the profile is named (command line or AVATAR_PROFILE), not left to `auto`."""
-    for override in overrides:
-        key, sep, value = override.lstrip("+~").partition("=")
-        if sep and key == "profile":
-            return AUTO not in [v.strip() for v in value.split(",")]
-    return env.get("AVATAR_PROFILE", "").strip() not in ("", AUTO)
+    options = override_values(overrides, PROFILE_GROUP)
+    if options is not None:
+        return AUTO not in options
+    return env.get(PROFILE_ENV, "").strip() not in ("", AUTO)
 
 
 # ---------------------------------------------------------------- per job
