@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from avatar import __version__
 from avatar.compose import (
     PRIMARY_CONFIG,
+    TRUSTED_TARGETS,
     AutoProfile,
     check_profile_overrides,
     check_user_config,
@@ -49,9 +50,6 @@ _VALUE_FLAGS = {"--config-dir", "-cd", "--config-name", "-cn", "--config-path", 
 _VALUE_FLAGS |= {"--cfg", "-c", "--package", "-p", "--experimental-rerun"}
 # --info takes an optional value: the next argument unless it is a flag.
 _OPTIONAL_VALUE_FLAGS = {"--info", "-i"}
-# The `_target_`s conf/config.yaml has Hydra instantiate (hydra.callbacks): hydra-core 1.4
-# instantiates only targets named as trusted without a warning.
-TRUSTED_TARGETS = ("avatar.sweep.SweepSummary",)
 
 
 @dataclass

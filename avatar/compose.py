@@ -41,6 +41,9 @@ log = logging.getLogger("avatar.compose")
 
 PROFILE_ENV = "AVATAR_PROFILE"
 PRIMARY_CONFIG = "config"
+# The `_target_`s conf/config.yaml has Hydra instantiate (hydra.callbacks): hydra-core 1.4
+# instantiates only targets named as trusted without a warning.
+TRUSTED_TARGETS = ("avatar.sweep.SweepSummary",)
 
 
 def _major_minor(version: str) -> tuple[int, ...]:

@@ -20,10 +20,10 @@ from cli_helpers import CPU_MODE_WARNING, run_avatar
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from avatar.cli import TRUSTED_TARGETS
 from avatar.compose import (
     HYDRA_1_4,
     OMEGACONF_2_4,
+    TRUSTED_TARGETS,
     AutoProfile,
     hydra_main_options,
     install,
