@@ -33,12 +33,14 @@ from avatar.compose import (
     gpu_index_override,
     hydra_main_options,
     install,
+    primary_config_file,
     user_config_path,
+    validate_where_set,
 )
 from avatar.errors import AvatarUserError, ConfigFileError, ConfigValueError
 from avatar.nvml import Nvml, NvmlError
 from avatar.profiles import builtin_conf_dir
-from avatar.schema import AvatarConfig, validate
+from avatar.schema import AvatarConfig
 from avatar.status import build_status, profile_reason, render_status
 from avatar.sweep import check_launcher, finish_sweep, job_conf_dirs, write_job_status
 
@@ -191,11 +193,17 @@ def _app(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        validate(cfg)
+        conf_dirs = job_conf_dirs(hydra_cfg)
+        validate_where_set(
+            cfg,
+            overrides=list(hydra_cfg.overrides.task),
+            primary_file=primary_config_file(hydra_cfg.job.config_name, conf_dirs),
+            conf_dirs=conf_dirs,
+        )
         # A sweep job detects its own hardware: it may run in another process or on a
         # cluster node, where the submitting host's detection says nothing.
         auto = (None if multirun else _Session.auto) or AutoProfile(
-            job_conf_dirs(hydra_cfg), gpu_index=cfg.gpu_index
+            conf_dirs, gpu_index=cfg.gpu_index
         )
         reason = profile_reason(
             cfg,

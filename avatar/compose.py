@@ -23,7 +23,7 @@ import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from avatar.errors import ConfigFileError, ProfileError
+from avatar.errors import ConfigFileError, ConfigValueError, ProfileError
 from avatar.hardware import GPUDetection, detect_gpu
 from avatar.profiles import (
     AUTO,
@@ -31,6 +31,7 @@ from avatar.profiles import (
     ProfileChoice,
     ProfileSpec,
     builtin_conf_dir,
+    group_files,
     load_profiles,
     pick_profile,
     profile_files,
@@ -356,6 +357,79 @@ def gpu_index_override(overrides: Sequence[str]) -> int | None:
     return int(values[0]) if values and len(values) == 1 and values[0].isdigit() else None
 
 
+# The config groups whose chosen option names itself in a `name` key (profile files must;
+# stage options do by convention), so the file behind a composed value can be found again.
+_NAMED_GROUPS = (PROFILE_GROUP, "voice", "lipsync", "enhance")
+
+
+def value_origin(
+    cfg: DictConfig,
+    key: str,
+    *,
+    overrides: Sequence[str],
+    primary_file: Path | None,
+    conf_dirs: Sequence[Path],
+) -> Path | None:
+    """The file that set `key` in the composed `cfg`, in the cascade's order of precedence.
+
+    None when the command line set it (the user just typed it), when it is a built-in
+    default of the schema, or when it comes by interpolation from another key. So an
+    error about `steps: 0` in a user's YAML can name that file, and one about
+    `profile.steps` the profile file.
+    """
+    if override_values(overrides, key) is not None:
+        return None
+    if primary_file is not None and _sets(primary_file, key):
+        return primary_file
+    group, _, rest = key.partition(".")
+    if group not in _NAMED_GROUPS or not rest:
+        return None
+    option = OmegaConf.select(cfg, f"{group}.name", default=None)
+    path = group_files(group, conf_dirs).get(str(option)) if option else None
+    return path if path is not None and _sets(path, rest) else None
+
+
+def validate_where_set(
+    cfg: DictConfig,
+    *,
+    overrides: Sequence[str],
+    primary_file: Path | None,
+    conf_dirs: Sequence[Path],
+) -> None:
+    """`validate(cfg)`, whose error about a key also names the file that set it."""
+    try:
+        validate(cfg)
+    except ConfigValueError as exc:
+        if exc.key is None:
+            raise
+        origin = value_origin(
+            cfg, exc.key, overrides=overrides, primary_file=primary_file, conf_dirs=conf_dirs
+        )
+        raise exc.set_in(origin) from exc.__cause__
+
+
+def primary_config_file(config_name: str, conf_dirs: Sequence[Path]) -> Path | None:
+    """The file Hydra read as the primary config: the first dir that has it, as Hydra looks."""
+    for conf_dir in conf_dirs:
+        path = user_config_path(conf_dir, config_name)
+        if path.is_file():
+            return path
+    return None
+
+
+def _sets(path: Path, dotted_key: str) -> bool:
+    """Whether the YAML file gives `dotted_key` a value of its own (not an interpolation)."""
+    try:
+        node: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return not (isinstance(node, str) and "${" in node)
+
+
 def load_config(
     overrides: Sequence[str] | None = None, config_file: str | os.PathLike[str] | None = None
 ) -> DictConfig:
@@ -402,5 +476,7 @@ def load_config(
         global_hydra.hydra = saved
         if app_auto is not None:
             ConfigStore.instance().repo[PROFILE_GROUP][f"{AUTO}.yaml"] = app_auto
-    validate(cfg)
+    validate_where_set(
+        cfg, overrides=overrides, primary_file=user.path if user else None, conf_dirs=conf_dirs
+    )
     return cfg

@@ -1,6 +1,8 @@
 """Exception types. `AvatarUserError` messages are shown to users as they are:
 one paragraph naming the key, value or file, what is allowed, and how to fix it."""
 
+from __future__ import annotations
+
 
 class AvatarUserError(Exception):
     """Bad input from the user (a value, a file, an environment variable).
@@ -10,7 +12,23 @@ class AvatarUserError(Exception):
 
 
 class ConfigValueError(AvatarUserError, ValueError):
-    """A composed config value is outside what avatar accepts (a range, a missing key)."""
+    """A composed config value is outside what avatar accepts (a range, a missing key).
+
+    `key` names the offending config key where there is one, so the caller, which
+    knows the files the config was composed from, can say which file set it.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+    def set_in(self, origin: object | None) -> ConfigValueError:
+        """The same error, saying where the value was set (a file); itself if unknown."""
+        if origin is None:
+            return self
+        located = ConfigValueError(f"{self} The value is set in {origin}.", key=self.key)
+        located.__cause__ = self.__cause__
+        return located
 
 
 class ConfigFileError(AvatarUserError):

@@ -355,7 +355,8 @@ def validate(cfg: DictConfig) -> None:
         if value is not None and (isinstance(value, bool) or value < minimum):
             raise ConfigValueError(
                 f"Invalid value for '{key}': {value}. It must be an integer of at least "
-                f"{minimum} (for example {example})."
+                f"{minimum} (for example {example}).",
+                key=key,
             )
     for key, low, high, example in _FLOAT_RANGES:
         value = OmegaConf.select(cfg, key, default=None)
@@ -363,7 +364,8 @@ def validate(cfg: DictConfig) -> None:
             allowed = f"from {low} to {high}" if high is not None else f"at least {low}"
             raise ConfigValueError(
                 f"Invalid value for '{key}': {value}. It must be a number {allowed} "
-                f"(for example {example})."
+                f"(for example {example}).",
+                key=key,
             )
     _check_stages(cfg)
 
@@ -392,11 +394,13 @@ def _check_stages(cfg: DictConfig) -> None:
         if knob is not None and not isinstance(stage.get(knob), int):
             raise ConfigValueError(
                 f"Invalid value for '{name}.vram_growth.knob': {knob}. It must name an integer "
-                f"key of the {name} stage (batch_size, tile, ...), or be null."
+                f"key of the {name} stage (batch_size, tile, ...), or be null.",
+                key=f"{name}.vram_growth.knob",
             )
         if not stage.runs_on:
             raise ConfigValueError(
-                f"'{name}.runs_on' is empty: list where {stage.model} runs, e.g. [gpu, cpu]."
+                f"'{name}.runs_on' is empty: list where {stage.model} runs, e.g. [gpu, cpu].",
+                key=f"{name}.runs_on",
             )
         if not runs_on_gpu(stage, cfg.profile.accelerator):
             continue
@@ -412,5 +416,6 @@ def _check_stages(cfg: DictConfig) -> None:
             raise ConfigValueError(
                 f"'{name}.precision' is {precision}, but {stage.model} ({name}={stage.name}) has "
                 f"no working {precision} path: {name}.vram_mib.{precision} is null. {fix}, "
-                f"or choose another {name} option."
+                f"or choose another {name} option.",
+                key=f"{name}.precision",
             )

@@ -363,7 +363,7 @@ import hydra._internal.hydra as hh
 timed(hh.Hydra, "compose_config", "Hydra composition (Hydra composes twice per run)")
 if app == "avatar":
     timed(entry, "_prepare", "before Hydra: detection, profile files, schemas")
-    timed(entry, "validate", "validate()")
+    timed(entry, "validate_where_set", "validation")
     timed(entry, "build_status", "build_status()")
 sys.argv = [app]
 with contextlib.redirect_stdout(io.StringIO()):

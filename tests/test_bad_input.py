@@ -147,6 +147,29 @@ CASES = [
         ("mine", "stepz"),
         files=user_file(MINE_YAML_HEAD + "stepz: 3\n"),
     ),
+    # a range error set in a file names the file too
+    BadInput(
+        "user_file_steps_zero",
+        USER,
+        ("'steps'", "0", "at least 1", "myconf/mine.yaml"),
+        files=user_file(MINE_YAML_HEAD + "steps: 0\n"),
+    ),
+    BadInput(
+        "user_file_stage_knob_out_of_range",
+        (*USER, "voice=xtts_v2"),
+        ("'voice.top_p'", "7", "from 0.01 to 1.0", "myconf/mine.yaml"),
+        files=user_file(MINE_YAML_HEAD + "voice:\n  top_p: 7\n"),
+    ),
+    BadInput(
+        "user_profile_file_steps_zero",
+        ("--config-dir", "myconf", "profile=tiny"),
+        ("'profile.steps'", "0", "myconf/profile/tiny.yaml"),
+        files={
+            "myconf/profile/tiny.yaml": GOOD_PROFILE.replace("name: rtx4090", "name: tiny").replace(
+                "steps: 50", "steps: 0"
+            ),
+        },
+    ),
     BadInput(
         "user_profile_file_with_a_wrong_type",
         USER,

@@ -26,6 +26,7 @@ from fakes import FakeGPU, FakeNvmlModule
 from omegaconf import DictConfig, OmegaConf
 
 from avatar import load_config
+from avatar.compose import value_origin
 from avatar.profiles import builtin_conf_dir
 
 RTX_3080 = FakeGPU("NVIDIA GeForce RTX 3080", total_mib=10240, used_mib=300)
@@ -212,3 +213,37 @@ def test_cli_command_line_profile_beats_the_user_yaml_profile(tmp_path: Path) ->
 
     assert result.returncode == 0, result.output
     assert status_profile(result.stdout) == ("rtx3080", "set on the command line")
+
+
+# ------------------------------------------- which file set a value (for error messages)
+
+
+def test_value_origin_follows_the_cascade(tmp_path: Path) -> None:
+    """User file over the chosen profile's file over the schema; command line names none."""
+    conf = builtin_conf_dir()
+    mine = write_user_config(tmp_path, "mine.yaml", MINE_YAML_HEAD + "profile:\n  steps: 31\n")
+    cfg = load_config(["profile=rtx3080"], config_file=mine)
+
+    def origin(key: str, primary: Path | None = mine, overrides: tuple[str, ...] = ()) -> object:
+        return value_origin(
+            cfg, key, overrides=overrides, primary_file=primary, conf_dirs=[conf, tmp_path]
+        )
+
+    assert origin("profile.steps") == mine
+    assert origin("profile.steps", primary=None) == conf / "profile" / "rtx3080.yaml"
+    assert origin("profile.steps", overrides=("profile.steps=31",)) is None
+    assert origin("voice.sample_rate_hz") == conf / "voice" / f"{cfg.voice.name}.yaml"
+    assert origin("profile.selected_by") is None  # the schema's default: no file sets it
+
+
+def test_value_origin_skips_a_file_that_only_interpolates_the_key(tmp_path: Path) -> None:
+    """conf/config.yaml says `steps: ${profile.steps}`: the value is the profile's, not its."""
+    conf = builtin_conf_dir()
+    cfg = load_config(["profile=rtx3080"])
+
+    assert (
+        value_origin(
+            cfg, "steps", overrides=[], primary_file=conf / "config.yaml", conf_dirs=[conf]
+        )
+        is None
+    )

@@ -165,6 +165,28 @@ def test_an_out_of_range_stage_value_is_a_user_error_naming_the_key(
         load_config(["profile=rtx3080", override])
 
 
+def test_an_out_of_range_value_in_the_users_file_names_that_file(tmp_path: Path) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("defaults:\n  - config\n  - _self_\nlipsync:\n  fps: 0\n")
+
+    with pytest.raises(ConfigValueError, match=r"'lipsync\.fps'") as info:
+        load_config(["profile=rtx3080"], config_file=mine)
+
+    assert str(info.value).endswith(f"The value is set in {mine.resolve()}.")
+    assert info.value.key == "lipsync.fps"
+
+
+def test_a_value_typed_on_the_command_line_names_no_file(tmp_path: Path) -> None:
+    """The user's file sets it too, but the command line wins, and the user just typed it."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("defaults:\n  - config\n  - _self_\nsteps: 0\n")
+
+    with pytest.raises(ConfigValueError, match="'steps': -2") as info:
+        load_config(["profile=rtx3080", "steps=-2"], config_file=mine)
+
+    assert "set in" not in str(info.value)
+
+
 def test_a_missing_config_file_is_the_same_error_as_in_the_cli(tmp_path: Path) -> None:
     with pytest.raises(ConfigFileError, match="not found"):
         load_config(config_file=tmp_path / "nope.yaml")
