@@ -262,7 +262,7 @@ def detect_gpu(
             gpus, problem = _gpus_from_nvml(nvml, visible_env)
         backend = "nvml"
         if env is None and gpus:
-            _number_cuda_devices_as_nvml()
+            _number_cuda_devices_as_nvml(gpus)
     except NvmlError as exc:
         if not (exc.library_missing and other_gpu_may_exist()):
             why = "no NVIDIA driver found" if exc.library_missing else "NVML failed"
@@ -282,15 +282,29 @@ def detect_gpu(
     return GPUDetection(tuple(gpus), chosen, backend, how)
 
 
-def _number_cuda_devices_as_nvml() -> None:
+def _number_cuda_devices_as_nvml(gpus: Sequence[GPUInfo]) -> None:
     """Make CUDA number GPUs in PCI bus order, as NVML does, so `cuda:<index>` is the GPU chosen.
 
     CUDA's default order is fastest first: on a box with two different cards, CUDA's
     device 0 (and the indices in CUDA_VISIBLE_DEVICES) can be NVML's device 1. CUDA
     reads this variable when it initialises, i.e. after detection in this process and
-    in every child; a value the user set stays.
+    in every child; a value the user set stays. Where torch initialised CUDA before
+    detection ran, it is too late for this process, and with cards of different
+    models the numbers may then disagree: that gets one warning.
     """
-    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    if "CUDA_DEVICE_ORDER" in os.environ:
+        return
+    os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    if "torch" in sys.modules and len({gpu.name for gpu in gpus}) > 1:
+        from avatar.torch_probe import initialized_torch
+
+        if initialized_torch() is not None:
+            log.warning(
+                "torch initialised CUDA before avatar detected the GPUs, in CUDA's default "
+                "fastest-first order, so in this process cuda:N may not be GPU N as avatar "
+                "and nvidia-smi number them. Set CUDA_DEVICE_ORDER=PCI_BUS_ID before starting "
+                "Python (or call detect_gpu() before torch uses CUDA)."
+            )
 
 
 def _gpus_from_torch(

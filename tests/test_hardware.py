@@ -503,6 +503,49 @@ def test_detection_keeps_a_cuda_device_order_the_user_set(
     assert os.environ["CUDA_DEVICE_ORDER"] == "FASTEST_FIRST"
 
 
+def test_detection_after_torch_initialised_cuda_warns_that_the_numbers_may_differ(
+    fake_nvml: FakeNvml,
+    fake_torch_cuda: Callable[..., FakeCuda],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Too late to reorder this process's CUDA: with two different cards, say so once."""
+    fake_nvml(two_gpus())
+    fake_torch_cuda(initialized=True)
+
+    with caplog.at_level(logging.WARNING):
+        detect_gpu()
+        detect_gpu()  # the variable is set now: no second warning
+
+    late = [m for m in warnings_logged(caplog) if "fastest-first" in m]
+    assert len(late) == 1
+    assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in late[0]
+
+
+@pytest.mark.parametrize(
+    ("cuda_initialized", "gpus"),
+    [
+        (False, two_gpus()),  # CUDA starts later and reads the variable: nothing to say
+        (True, [two_gpus()[1], two_gpus()[1]]),  # identical cards: both orders agree
+    ],
+    ids=["torch_imported_cuda_not_started", "identical_cards"],
+)
+def test_detection_after_torch_stays_quiet_when_the_order_cannot_differ(
+    fake_nvml: FakeNvml,
+    fake_torch_cuda: Callable[..., FakeCuda],
+    caplog: pytest.LogCaptureFixture,
+    cuda_initialized: bool,
+    gpus: list[FakeGPU],
+) -> None:
+    fake_nvml(gpus)
+    fake_torch_cuda(initialized=cuda_initialized)
+
+    with caplog.at_level(logging.WARNING):
+        detect_gpu()
+
+    assert warnings_logged(caplog) == []
+    assert os.environ["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+
+
 def test_detection_with_an_explicit_env_leaves_the_process_env_alone(fake_nvml: FakeNvml) -> None:
     fake_nvml(two_gpus())
 
