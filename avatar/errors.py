@@ -3,6 +3,8 @@ one paragraph naming the key, value or file, what is allowed, and how to fix it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class AvatarUserError(Exception):
     """Bad input from the user (a value, a file, an environment variable).
@@ -22,7 +24,7 @@ class ConfigValueError(AvatarUserError, ValueError):
         super().__init__(message)
         self.key = key
 
-    def set_in(self, origin: object | None) -> ConfigValueError:
+    def set_in(self, origin: Path | None) -> ConfigValueError:
         """The same error, saying where the value was set (a file); itself if unknown."""
         if origin is None:
             return self
