@@ -33,7 +33,6 @@ from avatar.compose import (
     gpu_index_override,
     hydra_main_options,
     install,
-    primary_config_file,
     user_config_path,
     validate_where_set,
 )
@@ -197,7 +196,7 @@ def _app(cfg: DictConfig) -> None:
         validate_where_set(
             cfg,
             overrides=list(hydra_cfg.overrides.task),
-            primary_file=primary_config_file(hydra_cfg.job.config_name, conf_dirs),
+            config_name=hydra_cfg.job.config_name,
             conf_dirs=conf_dirs,
         )
         # A sweep job detects its own hardware: it may run in another process or on a

@@ -36,7 +36,7 @@ from avatar.profiles import (
     pick_profile,
     profile_files,
 )
-from avatar.schema import SCHEMA_NAME, STAGE_SCHEMAS, AvatarConfig, validate
+from avatar.schema import SCHEMA_NAME, STAGE_SCHEMAS, AvatarConfig, Stage, validate
 
 log = logging.getLogger("avatar.compose")
 
@@ -359,7 +359,7 @@ def gpu_index_override(overrides: Sequence[str]) -> int | None:
 
 # The config groups whose chosen option names itself in a `name` key (profile files must;
 # stage options do by convention), so the file behind a composed value can be found again.
-_NAMED_GROUPS = (PROFILE_GROUP, "voice", "lipsync", "enhance")
+_NAMED_GROUPS = (PROFILE_GROUP, *(stage.value for stage in Stage))
 
 
 def value_origin(
@@ -393,17 +393,24 @@ def validate_where_set(
     cfg: DictConfig,
     *,
     overrides: Sequence[str],
-    primary_file: Path | None,
+    config_name: str,
     conf_dirs: Sequence[Path],
 ) -> None:
-    """`validate(cfg)`, whose error about a key also names the file that set it."""
+    """`validate(cfg)`, whose error about a key also names the file that set it.
+
+    The files are looked for only when there is an error: a valid run reads none.
+    """
     try:
         validate(cfg)
     except ConfigValueError as exc:
         if exc.key is None:
             raise
         origin = value_origin(
-            cfg, exc.key, overrides=overrides, primary_file=primary_file, conf_dirs=conf_dirs
+            cfg,
+            exc.key,
+            overrides=overrides,
+            primary_file=primary_config_file(config_name, conf_dirs),
+            conf_dirs=conf_dirs,
         )
         raise exc.set_in(origin) from exc.__cause__
 
@@ -477,6 +484,9 @@ def load_config(
         if app_auto is not None:
             ConfigStore.instance().repo[PROFILE_GROUP][f"{AUTO}.yaml"] = app_auto
     validate_where_set(
-        cfg, overrides=overrides, primary_file=user.path if user else None, conf_dirs=conf_dirs
+        cfg,
+        overrides=overrides,
+        config_name=user.config_name if user else PRIMARY_CONFIG,
+        conf_dirs=conf_dirs,
     )
     return cfg

@@ -28,9 +28,7 @@ class ConfigValueError(AvatarUserError, ValueError):
         """The same error, saying where the value was set (a file); itself if unknown."""
         if origin is None:
             return self
-        located = ConfigValueError(f"{self} The value is set in {origin}.", key=self.key)
-        located.__cause__ = self.__cause__
-        return located
+        return ConfigValueError(f"{self} The value is set in {origin}.", key=self.key)
 
 
 class ConfigFileError(AvatarUserError):

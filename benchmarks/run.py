@@ -128,18 +128,6 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def per_call_s(fn: Callable[[], object], calls: int, blocks: int = 7) -> float:
-    """Seconds per call: the median over `blocks` blocks of `calls` calls."""
-    fn()
-    times = []
-    for _ in range(blocks):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - start) / calls)
-    return median(times)
-
-
 def fmt_s(seconds: float) -> str:
     return f"{seconds:.3f} s"
 
