@@ -236,11 +236,18 @@ def test_python_m_avatar_from_any_directory_runs_the_source_tree(tmp_path: Path)
     assert status_profile(result.stdout)[0] == "rtx3080"
 
 
-@pytest.mark.skipif(
-    shutil.which("avatar") is None, reason="the avatar console script is not installed"
-)
+def console_script() -> str | None:
+    """The `avatar` script of the environment running the tests.
+
+    Looked for beside this Python, not on PATH: README runs `.venv/bin/python -m pytest`
+    without activating the venv, and PATH could hold another environment's avatar.
+    """
+    return shutil.which("avatar", path=str(Path(sys.executable).parent))
+
+
+@pytest.mark.skipif(console_script() is None, reason="the avatar console script is not installed")
 def test_avatar_console_script_shows_status_and_help(tmp_path: Path) -> None:
-    script = shutil.which("avatar")
+    script = console_script()
     assert script is not None
     # The fake NVML (no driver) comes first on PYTHONPATH, and with it this source tree.
     env = fake_nvml_env(None)
