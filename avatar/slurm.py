@@ -148,20 +148,44 @@ def where(partition: str | None) -> str:
     return f"partition {partition!r}" if partition else "the cluster's default partition"
 
 
+def partition_has_gpus(sinfo_text: str, partition: str | None) -> bool | None:
+    """From `sinfo -h -o "%P|%G"`: whether the partition (None: the default, marked
+    with *) has any gpu gres; None when sinfo did not list it."""
+    found: bool | None = None
+    for line in sinfo_text.splitlines():
+        name, _, gres = line.strip().partition("|")
+        is_default = name.endswith("*")
+        if (partition is None and is_default) or name.rstrip("*") == partition:
+            found = bool(found) or "gpu" in gres
+    return found
+
+
 def refusal_message(
-    sbatch_error: str, *, partition: str | None, gpus_per_node: int, count: int, cancelled: int
+    sbatch_error: str,
+    *,
+    partition: str | None,
+    gpus_per_node: int,
+    count: int,
+    cancelled: int,
+    has_gpus: bool | None = None,
 ) -> str:
-    """The paragraph for a submission sbatch refused; names the key to change."""
+    """The paragraph for a submission sbatch refused; names the key to change.
+
+    `has_gpus` is what sinfo says of the partition: sbatch's own words for a GPU
+    request a partition cannot meet ("Requested node configuration is not available")
+    are the same as for too much memory or too many CPUs.
+    """
     said = " ".join(line.strip() for line in sbatch_error.splitlines() if line.strip())
     said = said or "no message"
-    gpu_refusal = gpus_per_node > 0 and any(
-        text in said.lower()
-        for text in ("gres", "requested node configuration is not available", "gpu")
+    gpu_refusal = gpus_per_node > 0 and ("gres" in said.lower() or has_gpus is False)
+    asking = (
+        f"{gpus_per_node} GPU{'s' if gpus_per_node != 1 else ''} per node"
+        if gpus_per_node
+        else "no GPU"
     )
     head = (
-        f"SLURM refused {count} sweep job{'s' if count != 1 else ''} asking for "
-        f"{gpus_per_node} GPU{'s' if gpus_per_node != 1 else ''} per node on {where(partition)} "
-        f'(sbatch said: "{said}").'
+        f"SLURM refused {count} sweep job{'s' if count != 1 else ''} asking for {asking} on "
+        f'{where(partition)} (sbatch said: "{said}").'
     )
     if gpu_refusal:
         advice = (
@@ -256,6 +280,17 @@ def queued_states(job_ids: Sequence[str]) -> dict[str, str]:
         return {job_id: "UNKNOWN" for job_id in job_ids}
     found = parse_sacct(done.stdout)
     return {job_id: found[job_id] for job_id in job_ids if job_id in found}
+
+
+def _sinfo_gres() -> str:
+    """Each partition's gres, `name|gres` per line ("" when sinfo fails)."""
+    try:
+        done = subprocess.run(
+            ["sinfo", "-h", "-o", "%P|%G"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout if done.returncode == 0 else ""
 
 
 # ---------------------------------------------------------------- the launcher
@@ -405,14 +440,16 @@ class SlurmSweepLauncher(BaseSubmititLauncher):
                     jobs = executor.map_array(self, *zip(*args, strict=True))
             except submitit.core.utils.FailedJobError as exc:
                 cancelled = self._cancel(submitted)
+                partition = self.params.get("partition")
                 _fail(
                     SlurmSubmitError(
                         refusal_message(
                             str(exc) or said.getvalue(),
-                            partition=self.params.get("partition"),
+                            partition=partition,
                             gpus_per_node=resources.gpus_per_node,
                             count=len(members),
                             cancelled=cancelled,
+                            has_gpus=partition_has_gpus(_sinfo_gres(), partition),
                         )
                     )
                 )

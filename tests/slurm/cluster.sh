@@ -136,7 +136,7 @@ EOF
     fi
     cat >>"$CONF" <<EOF
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=8 Boards=1 SocketsPerBoard=1 CoresPerSocket=8 ThreadsPerCore=1 RealMemory=$mem_mib Gres=gpu:4 State=UNKNOWN
-NodeName=$CPU_NODE NodeAddr=127.0.0.1 CPUs=2 RealMemory=1024 State=FUTURE
+NodeName=$CPU_NODE NodeAddr=127.0.0.1 CPUs=8 RealMemory=$mem_mib State=FUTURE
 PartitionName=gpu Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 PartitionName=cpu Nodes=$CPU_NODE MaxTime=INFINITE State=UP
 EOF
@@ -231,9 +231,8 @@ cmd_start() {
         port_free "$port" || die "port $port is in use; choose others with AVATAR_SLURM*_PORT / AVATAR_MARIADB_PORT"
     done
     write_configs
-    # A fresh controller state each start: no jobs or node states left from a previous cluster.
-    rm -rf "${DIR:?}/state" "${DIR:?}/spool"
-    mkdir -p "$DIR/state" "$DIR/spool"
+    # The controller's state is kept from one start to the next (stop cancels every job first),
+    # so job ids go on counting: sacct's records in MariaDB stay unambiguous.
     start_munge
     if [[ $ACCOUNTING == 1 ]]; then
         start_mariadb
