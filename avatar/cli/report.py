@@ -64,7 +64,7 @@ from omegaconf import DictConfig, OmegaConf
 from avatar.cli.status_view import StatusReport
 from avatar.cli.tables import fits_word, render_table
 from avatar.config.profiles import ProfileChoice
-from avatar.config.schema import Accelerator
+from avatar.config.schema import Accelerator, plain_value
 from avatar.version import __version__
 
 SCHEMA_VERSION = 1
@@ -96,14 +96,14 @@ def profile_mismatch(
 
 
 def hidden_gpu_note(
-    report: StatusReport, profile_accelerator: Accelerator | None, env: Mapping[str, str]
+    report: StatusReport, profile_accelerator: Accelerator | str | None, env: Mapping[str, str]
 ) -> str | None:
     """Why a GPU profile's fit could not be checked in this job, when no GPU was visible.
 
     submitit's local executor sets CUDA_VISIBLE_DEVICES to the job's share of GPUs,
     which is none unless `hydra.launcher.gpus_per_node` is set: a trap worth naming.
     """
-    if profile_accelerator is not Accelerator.gpu or not report.detection.cpu_mode:
+    if plain_value(profile_accelerator) != Accelerator.gpu.value or not report.detection.cpu_mode:
         return None
     note = f"no GPU visible to this job ({report.detection.note})"
     if report.detection.hidden_by_visible_devices and env.get("SUBMITIT_EXECUTOR") == "local":
