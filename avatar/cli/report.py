@@ -4,7 +4,7 @@
 content; `write_summary` reads every job's status.json back from the sweep dir
 (jobs may have run in other processes or on other machines, so the disk is the
 only common ground), prints the table and saves `summary.txt` and `summary.json`.
-Hydra's side (the callback, what each job calls) is in avatar.sweep.
+Hydra's side (the callback, what each job calls) is in `cli.sweep`.
 
 status.json shape (`schema_version` 1; MiB everywhere; null where unknown):
 
@@ -36,7 +36,7 @@ status.json shape (`schema_version` 1; MiB everywhere; null where unknown):
                                            # card, since the job saw no usable GPU
       "fit_message": "OK: one stage at a time, the largest, ... fits in 9940 MiB on cuda:0.",
       "notes": [],                         # sentences to read: a mismatch, a GPU not visible
-      "plan": {                            # the stage plan (avatar.plan.Plan), or null
+      "plan": {                            # the stage plan (vram.plan.Plan), or null
         "rows": [{"stage": "lipsync", "option": "musetalk", "model": "MuseTalk 1.5",
                   "device": "gpu", "precision": "fp16", "need_mib": 3584, "fits": true,
                   "note": ""}, ...],
