@@ -14,7 +14,7 @@ import pytest
 from fakes import FakeCuda, FakeGPU, FakeNvmlModule, fake_torch
 
 from avatar import VRAMManager, detect_gpu
-from avatar.vram import DEFAULT_SAFETY_MARGIN_MIB
+from avatar.vram.status import DEFAULT_SAFETY_MARGIN_MIB
 
 FakeNvml = Callable[..., FakeNvmlModule]
 FakeTorchCuda = Callable[..., FakeCuda]
@@ -354,5 +354,25 @@ def test_close_shuts_the_nvml_session_down(fake_nvml: FakeNvml) -> None:
     manager.get_status()
 
     manager.close()
+
+    assert nv.initialized == 0
+
+
+def test_a_manager_used_as_a_context_manager_releases_nvml_on_exit(fake_nvml: FakeNvml) -> None:
+    nv = fake_nvml([FakeGPU("RTX 3080", 10240, 300)])
+
+    with VRAMManager() as manager:
+        assert manager.get_status().total_mib == 10240
+        assert nv.initialized > 0  # the status session is held while the block runs
+
+    assert nv.initialized == 0
+
+
+def test_the_context_manager_releases_nvml_when_the_block_raises(fake_nvml: FakeNvml) -> None:
+    nv = fake_nvml([FakeGPU("RTX 3080", 10240, 300)])
+
+    with pytest.raises(RuntimeError), VRAMManager() as manager:
+        manager.get_status()
+        raise RuntimeError("a stage failed")
 
     assert nv.initialized == 0

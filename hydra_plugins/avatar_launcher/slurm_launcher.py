@@ -1,6 +1,6 @@
 """The class `hydra/launcher=slurm` names: Hydra instantiates launchers only from the
 `hydra_plugins` package, and imports every module there at each start, so this one
-stays tiny and hands over to avatar's launcher (avatar/slurm.py) when a sweep starts.
+stays tiny and hands over to avatar's launcher (avatar/cli/slurm.py) when a sweep starts.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class AvatarSlurmLauncher(Launcher):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        from avatar.slurm import SlurmSweepLauncher
+        from avatar.cli.slurm import SlurmSweepLauncher
 
         self.impl = SlurmSweepLauncher(**self.params)
         self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from fakes import GPUS_ENV, FakeGPU, fake_nvml_env
 
-from avatar.report import SLURM_FILE, STATUS_FILE, SUMMARY_JSON_FILE, SUMMARY_TEXT_FILE
+from avatar.cli.report import STATUS_FILE, SUMMARY_JSON_FILE, SUMMARY_TEXT_FILE
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

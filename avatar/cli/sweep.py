@@ -1,0 +1,258 @@
+"""Sweeps through Hydra's launchers: what each job writes, and the summary at the end.
+
+Every multirun job writes `status.json` into its job dir, beside Hydra's
+`.hydra/`, whichever launcher ran it (basic, joblib, submitit_local, slurm). A
+job that fails on a user error still writes one, with `ok: false` and its error,
+so the other jobs' results and this job's failure are both on disk. At the end
+the `SweepSummary` callback (`hydra.callbacks` in conf/config.yaml) prints the
+table of all jobs and saves it in the sweep dir. Hydra 1.3 skips
+`on_multirun_end` when a job raised or a cluster job was lost; `cli.main` then
+calls `finish_sweep()`, which writes the summary anyway, and exits 1 when any
+job failed.
+
+Cluster correctness: the `auto` profile is chosen where the sweep is composed
+(launchers pickle the ConfigStore to their workers). Each job detects its own
+hardware and, when that would pick another profile, says so in its status and
+in the summary.
+
+The documents themselves (status.json's shape, the table) are in `cli.report`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from avatar.cli.report import (
+    STATUS_FILE,
+    Summary,
+    hidden_gpu_note,
+    status_document,
+    write_status_file,
+    write_summary,
+)
+from avatar.cli.status_view import StatusReport
+from avatar.config.files import builtin_conf_dir
+from avatar.config.overrides import AUTO, PROFILE_GROUP, override_values
+from avatar.config.profiles import PROFILE_ENV, AutoProfile, ProfileChoice
+from avatar.errors import AvatarUserError
+
+log = logging.getLogger("avatar.sweep")
+
+
+# Launchers that come from a plugin, and the plugin each needs (all in the `sweep` extra).
+LAUNCHER_PLUGINS = {
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+}
+
+
+# Launchers whose jobs run on other machines than the one that composes the sweep.
+CLUSTER_LAUNCHERS = {"slurm", "submitit_slurm"}
+
+
+def check_launcher(overrides: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+    """Check the launcher before Hydra starts.
+
+    A launcher whose plugin is missing raises AvatarUserError naming the package
+    and the install command (Hydra itself only says "Could not load"). A cluster
+    launcher with the auto profile gets a warning now, before any job is queued:
+    `auto` would be decided here, on the submitting host.
+    """
+    environ = os.environ if env is None else env
+    for value in override_values(overrides, "hydra/launcher") or []:
+        if value not in LAUNCHER_PLUGINS:
+            continue
+        if value in CLUSTER_LAUNCHERS and not _profile_given(overrides, environ):
+            log.warning(
+                "hydra/launcher=%s with the auto profile: the profile is picked here, on the "
+                "machine that submits the sweep, not on the cluster's nodes. Pass profile=NAME "
+                "(or profile=a,b to sweep) so every job uses the profile meant for its GPU.",
+                value,
+            )
+        module, package = LAUNCHER_PLUGINS[value]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise AvatarUserError(
+                f"hydra/launcher={value} needs the {package} plugin, which is not installed. "
+                "Install avatar's sweep extra (pip install 'avatar[sweep]', or "
+                f"pip install {package}), or leave hydra/launcher out to run the sweep's jobs "
+                "one after another with Hydra's basic launcher."
+            )
+
+
+def _profile_given(overrides: Sequence[str], env: Mapping[str, str]) -> bool:
+    """Whether the profile is named (command line or AVATAR_PROFILE), not left to `auto`."""
+    options = override_values(overrides, PROFILE_GROUP)
+    if options is not None:
+        return AUTO not in options
+    return env.get(PROFILE_ENV, "").strip() not in ("", AUTO)
+
+
+# ---------------------------------------------------------------- per job
+
+
+def job_conf_dirs(hydra_cfg: DictConfig) -> list[Path]:
+    """The config dirs the job was composed from (avatar's, then a user's --config-dir).
+
+    Read from Hydra's runtime info, since a worker process never ran cli.main.
+    """
+    dirs = [
+        Path(str(source.path))
+        for source in hydra_cfg.runtime.config_sources
+        if source.schema == "file" and source.path
+    ]
+    return dirs or [builtin_conf_dir()]
+
+
+def _job_info(hydra_cfg: DictConfig) -> dict[str, Any]:
+    num = OmegaConf.select(hydra_cfg, "job.num", default=None)
+    return {
+        "num": None if num is None else int(num),
+        "overrides": [str(o) for o in hydra_cfg.overrides.task],
+        "dir": str(Path(str(hydra_cfg.runtime.output_dir)).resolve()),
+        "host": _host_name(),
+    }
+
+
+def _host_name() -> str:
+    import socket  # only in sweep jobs: keeps the plain status run's imports small
+
+    return socket.gethostname()
+
+
+def _profile_name(cfg: DictConfig) -> str | None:
+    try:
+        name = OmegaConf.select(cfg, "profile.name", default=None)
+    except Exception:  # a config too broken to read is reported by its own error
+        return None
+    return None if name is None else str(name)
+
+
+def write_job_status(
+    hydra_cfg: DictConfig,
+    cfg: DictConfig,
+    *,
+    report: StatusReport | None = None,
+    error: BaseException | str | None = None,
+    auto: AutoProfile | None = None,
+) -> Path:
+    """Write this multirun job's status.json into its job dir (called by the task).
+
+    `auto` is this job's own AutoProfile (its own hardware); with it the status
+    says which profile this job's hardware would pick, and whether that differs
+    from an auto choice made where the sweep was composed.
+    """
+    auto_picked = str(hydra_cfg.runtime.choices.get("profile", "")) == AUTO
+    own_choice: ProfileChoice | None = None
+    own_error: str | None = None
+    if report is not None and auto is not None:
+        try:
+            own_choice = auto.choice
+        except AvatarUserError as exc:
+            own_error = f"this job could not pick a profile itself: {exc}"
+    notes = []
+    if report is not None:
+        accelerator = OmegaConf.select(cfg, "profile.accelerator", default=None)
+        hidden = hidden_gpu_note(report, accelerator, os.environ)
+        notes = [hidden] if hidden else []
+    doc = status_document(
+        job=_job_info(hydra_cfg),
+        report=report,
+        error=None if error is None else str(error),
+        profile_name=_profile_name(cfg),
+        auto_picked=auto_picked,
+        own_choice=own_choice,
+        own_choice_error=own_error,
+        notes=notes,
+    )
+    for note in doc["notes"]:
+        log.warning("%s", note)
+    return write_status_file(Path(str(hydra_cfg.runtime.output_dir)), doc)
+
+
+# ---------------------------------------------------------------- per sweep
+
+
+@dataclass
+class SweepProgress:
+    """The multirun this process submitted, for the CLI's exit status and fallback.
+
+    Hydra instantiates the callback itself and hands it to nobody, so the callback
+    reports here, in the one instance below, and the CLI reads it after Hydra returns.
+    """
+
+    sweep_dir: Path | None = None
+    summary: Summary | None = None
+    ended: bool = False  # on_multirun_end ran
+
+
+_progress = SweepProgress()
+
+
+def finish_sweep() -> Summary | None:
+    """After Hydra returns or stops: the sweep's summary, written now if Hydra skipped it.
+
+    Hydra 1.3 skips `on_multirun_end` when any job raised (every launcher re-raises
+    the first failure after the batch ran) or when a cluster job was lost.
+    """
+    sweep_dir, summary, ended = _progress.sweep_dir, _progress.summary, _progress.ended
+    _progress.sweep_dir, _progress.summary, _progress.ended = None, None, False
+    if sweep_dir is None or ended:
+        return summary
+    try:
+        return write_summary(sweep_dir, stopped_early=True)
+    except OSError as exc:
+        log.warning("Could not write the sweep summary in %s: %s", sweep_dir, exc)
+        return None
+
+
+class SweepSummary(Callback):
+    """Hydra callback: the sweep summary, and status.json for jobs that raised.
+
+    Registered in conf/config.yaml under `hydra.callbacks.sweep_summary`.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _progress.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        _progress.summary, _progress.ended = None, False
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """Runs where the job ran: a job that raised gets a status.json with its error."""
+        if not str(config.hydra.mode).endswith("MULTIRUN"):
+            return  # a plain run writes no file
+        if job_return.status != JobStatus.FAILED:
+            return
+        job_dir = Path(str(config.hydra.runtime.output_dir))
+        if (job_dir / STATUS_FILE).exists():
+            return
+        try:
+            job_return.return_value  # noqa: B018 - re-raises the job's exception
+        except Exception as exc:
+            error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        else:
+            return
+        doc = status_document(
+            job=_job_info(config.hydra), error=error, profile_name=_profile_name(config)
+        )
+        write_status_file(job_dir, doc)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = _progress.sweep_dir or Path(str(config.hydra.sweep.dir)).resolve()
+        _progress.summary = write_summary(sweep_dir)
+        _progress.sweep_dir, _progress.ended = sweep_dir, True
