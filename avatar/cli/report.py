@@ -463,17 +463,19 @@ def summary_document(summary: Summary) -> dict[str, Any]:
                 "mismatch": j.mismatch,
                 "notes": list(j.notes),
                 "dir": str(j.job_dir.resolve()),
-                "slurm": None
-                if j.slurm_job_id is None
-                else {
-                    "job_id": j.slurm_job_id,
-                    "state": j.slurm_state,
-                    "log": None if j.log_path is None else str(j.log_path),
-                },
+                **_slurm_entry(j),
             }
             for j in summary.jobs
         ],
     }
+
+
+def _slurm_entry(job: JobRow) -> dict[str, Any]:
+    """`"slurm": {job_id, state, log}` for the SLURM launcher's jobs; nothing for others."""
+    if job.slurm_job_id is None:
+        return {}
+    log = None if job.log_path is None else str(job.log_path)
+    return {"slurm": {"job_id": job.slurm_job_id, "state": job.slurm_state, "log": log}}
 
 
 def write_summary(sweep_dir: Path, *, stopped_early: bool = False) -> Summary | None:
