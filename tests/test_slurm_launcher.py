@@ -6,9 +6,11 @@ gets, and how the summary shows a job that SLURM ended or never ran.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from avatar.cli.report import SLURM_FILE, STATUS_FILE, write_summary
 from avatar.cli.slurm import (
@@ -182,3 +184,22 @@ def test_the_summary_lists_slurm_jobs_that_never_wrote_a_status(
         "state": "TIMEOUT",
         "log": str(tmp_path / ".submitit" / "5_2" / "5_2_0_log.out"),
     }
+
+
+def test_readme_table_of_slurm_keys_matches_the_launcher_config() -> None:
+    root = Path(__file__).resolve().parent.parent
+    conf = yaml.safe_load((root / "conf" / "hydra" / "launcher" / "slurm.yaml").read_text("utf-8"))
+    readme = (root / "README.md").read_text("utf-8")
+    table = readme.split("| key (`hydra.launcher.KEY=`) | default | sbatch |", 1)[1]
+    rows = [line for line in table.split("\n\n", 1)[0].splitlines() if line.startswith("| `")]
+    assert rows
+    for row in rows:
+        keys_cell, default_cell = (cell.strip() for cell in row.strip("|").split("|")[:2])
+        default = default_cell.replace("`", "").split(":")[0].split(" ")[0]
+        for key in re.findall(r"`(\w+)`", keys_cell):
+            assert key in conf, key
+            value = conf[key]
+            shown = "null" if value is None else str(value)
+            if isinstance(value, (dict, list)):
+                shown = json.dumps(value)
+            assert default == shown, key
