@@ -49,6 +49,7 @@ AUTO = "auto"
 # Keys of conf/hydra/launcher/slurm.yaml that are avatar's, not submitit's.
 OWN_KEYS = {"gpus_per_node", "wait_without_accounting_min", "poll_max_s"}
 # SLURM job states after which a job never runs again (sacct's State column, first word).
+# Not PREEMPTED: submitit requeues a preempted job (the launcher is checkpointable).
 TERMINAL_STATES = {
     "BOOT_FAIL",
     "CANCELLED",
@@ -57,7 +58,6 @@ TERMINAL_STATES = {
     "FAILED",
     "NODE_FAIL",
     "OUT_OF_MEMORY",
-    "PREEMPTED",
     "REVOKED",
     "TIMEOUT",
 }
