@@ -186,7 +186,7 @@ class VRAMManager:
 
         With `config` (from `load_config()`), `name` is a stage of its pipeline (voice,
         lipsync, enhance) and the need, the margin and the lighter options named in the
-        error come from the stage's config. See avatar/vram/stage.py.
+        error come from the stage's config. See `vram/stage.py`.
         """
         # Checked here too (open_stage checks what a config declares), so a bad size
         # fails at the call, not only when the `with` block is entered.
