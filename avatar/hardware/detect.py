@@ -16,16 +16,22 @@ types are in `hardware.types`, CUDA_VISIBLE_DEVICES in `hardware.visible`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from avatar.errors import GPUSelectionError
 from avatar.hardware.nvml import Nvml, NvmlError
 from avatar.hardware.torch_probe import initialized_torch, probe_gpus
-from avatar.hardware.types import DetectionBackend, GPUDetection, GPUInfo, memory_nonsense
+from avatar.hardware.types import (
+    DetectionBackend,
+    GPUDetection,
+    GPUInfo,
+    memory_nonsense,
+    printable,
+)
 from avatar.hardware.visible import parse_visible_devices
 
 log = logging.getLogger("avatar.hardware")
@@ -52,14 +58,16 @@ def choose_gpu(gpus: Sequence[GPUInfo], gpu_index: int | None) -> GPUInfo | None
     )
 
 
-@dataclass
+@dataclasses.dataclass
 class _NvmlScan:
     """What NVML said about the visible GPUs, sorted into usable, nonsense and shared."""
 
-    gpus: list[GPUInfo] = field(default_factory=list)
+    gpus: list[GPUInfo] = dataclasses.field(default_factory=list)
     problem: str | None = None  # what is wrong with CUDA_VISIBLE_DEVICES, if anything
-    nonsense: list[str] = field(default_factory=list)  # "GPU 1 (name): why", skipped
-    shared: list[str] = field(default_factory=list)  # "GPU 0 (name)": no memory of its own
+    nonsense: list[str] = dataclasses.field(default_factory=list)  # "GPU 1 (name): why", skipped
+    shared: list[str] = dataclasses.field(
+        default_factory=list
+    )  # "GPU 0 (name)": no memory of its own
 
 
 def _gpus_from_nvml(nvml: Nvml, visible_env: str | None) -> _NvmlScan:
@@ -100,11 +108,12 @@ def _sane(gpus: Sequence[GPUInfo]) -> tuple[list[GPUInfo], list[str]]:
     kept: list[GPUInfo] = []
     nonsense: list[str] = []
     for gpu in gpus:
+        name = printable(str(gpu.name))
         wrong = memory_nonsense(gpu.total_mib, gpu.used_mib, gpu.free_mib)
         if wrong is None:
-            kept.append(gpu)
+            kept.append(gpu if name == gpu.name else dataclasses.replace(gpu, name=name))
         else:
-            nonsense.append(f"GPU {gpu.index} ({gpu.name}): {wrong}")
+            nonsense.append(f"GPU {gpu.index} ({name}): {wrong}")
     return kept, nonsense
 
 

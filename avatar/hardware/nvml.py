@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, NamedTuple
 
+from avatar.hardware.types import printable
 from avatar.units import BYTES_PER_MIB
 
 # NVML's return code for "this device does not report that" (pynvml.NVML_ERROR_NOT_SUPPORTED).
@@ -293,4 +294,4 @@ def _text(value: object) -> str:
         text = value
     else:
         text = _short_repr(value)
-    return "".join(c if c.isprintable() else "\ufffd" for c in text)
+    return printable(text)

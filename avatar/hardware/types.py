@@ -46,6 +46,15 @@ MAX_DEVICE_MIB = float(2**30)
 _ROUNDING_MIB = 1.0
 
 
+def printable(text: str) -> str:
+    """A name a driver answered, safe to print: control characters become U+FFFD.
+
+    GPU names reach the user's terminal and status.json; an escape sequence in one must
+    not act on the terminal.
+    """
+    return text if text.isprintable() else "".join(c if c.isprintable() else "\ufffd" for c in text)
+
+
 def memory_nonsense(total_mib: object, used_mib: object, free_mib: object) -> str | None:
     """What is wrong with one device's memory figures, or None when they make sense.
 
