@@ -139,10 +139,12 @@ def detect_gpu(
 ) -> GPUDetection:
     """Find the GPUs this process may use and choose one (by `gpu_index` or most free memory).
 
-    Never raises for hardware trouble: no driver, an NVML error on any call, torch
-    missing or CUDA unavailable all give CPU mode and one logged warning. Only a
-    `gpu_index` that names no visible GPU raises (GPUSelectionError), since that is
-    a mistake in the user's input.
+    Never raises for hardware trouble: no driver, bindings that are broken or hidden by
+    a stray pynvml.py, any exception from any NVML call, torch missing or CUDA
+    unavailable all give CPU mode and one logged warning. Every GPU returned has
+    figures that make sense (`types.memory_nonsense`); the others are named in a
+    warning and skipped. Only a `gpu_index` that names no visible GPU raises
+    (GPUSelectionError), since that is a mistake in the user's input.
     """
     environ = os.environ if env is None else env
     visible_env = environ.get("CUDA_VISIBLE_DEVICES")
