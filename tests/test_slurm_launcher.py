@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import run_avatar
 
 from avatar.cli.report import SLURM_FILE, STATUS_FILE, write_summary
 from avatar.cli.slurm import (
@@ -203,3 +204,24 @@ def test_readme_table_of_slurm_keys_matches_the_launcher_config() -> None:
             if isinstance(value, (dict, list)):
                 shown = json.dumps(value)
             assert default == shown, key
+
+
+@pytest.mark.slow
+def test_a_slurm_sweep_where_slurm_is_missing_says_where_to_start_it(tmp_path: Path) -> None:
+    empty_path = tmp_path / "bin"  # no sbatch, no srun
+    empty_path.mkdir()
+
+    result = run_avatar(
+        "-m",
+        "hydra/launcher=slurm",
+        "profile=cpu",
+        "steps=25,40",
+        cwd=tmp_path,
+        env={"PATH": str(empty_path)},
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.output
+    error = result.error_message()
+    assert error.startswith("Error: hydra/launcher=slurm submits jobs with SLURM's sbatch and srun")
+    assert "hydra/launcher=submitit_local" in error
