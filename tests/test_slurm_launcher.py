@@ -225,3 +225,23 @@ def test_a_slurm_sweep_where_slurm_is_missing_says_where_to_start_it(tmp_path: P
     error = result.error_message()
     assert error.startswith("Error: hydra/launcher=slurm submits jobs with SLURM's sbatch and srun")
     assert "hydra/launcher=submitit_local" in error
+
+
+def test_a_task_ended_by_submitits_time_limit_handler_counts_as_timed_out() -> None:
+    from hydra.core.utils import JobReturn, JobStatus
+    from submitit.core.utils import UncompletedJobError
+
+    from avatar.cli.slurm import _stopped_by_time_limit
+
+    # What submitit raises inside the task when SLURM's warning signal comes near the limit.
+    timed_out = JobReturn(
+        status=JobStatus.FAILED,
+        _return_value=UncompletedJobError("Job not requeued because: timed-out too many times."),
+    )
+    crashed = JobReturn(status=JobStatus.FAILED, _return_value=ValueError("timed-out? no"))
+    finished = JobReturn(status=JobStatus.COMPLETED, _return_value=None)
+
+    assert _stopped_by_time_limit(timed_out) is True
+    assert _stopped_by_time_limit(crashed) is False
+    assert _stopped_by_time_limit(finished) is False
+    assert _stopped_by_time_limit(None) is False

@@ -332,6 +332,16 @@ def write_record(submitted: Submitted, note: str | None = None) -> None:
     tmp.replace(job_dir / SLURM_FILE)
 
 
+def _stopped_by_time_limit(result: JobReturn | None) -> bool:
+    """submitit's signal handler ends a task near its time limit by raising
+    UncompletedJobError("... timed-out ...") inside it; Hydra records that as the
+    task's failure, and SLURM then sees the job end normally."""
+    if result is None or result.status != JobStatus.FAILED:
+        return False
+    error = result._return_value  # Hydra keeps the task's exception here
+    return type(error).__name__ == "UncompletedJobError" and "timed-out" in str(error)
+
+
 def _fail(exc: AvatarUserError, code: int = 1) -> None:
     """Inside Hydra's launch an exception would end in Hydra's traceback printer."""
     print(f"Error: {exc}", file=sys.stderr, flush=True)
@@ -501,6 +511,8 @@ class SlurmSweepLauncher(BaseSubmititLauncher):
                 entry.result = value if isinstance(value, JobReturn) else None
                 if entry.state not in TERMINAL_STATES:
                     entry.state = "COMPLETED"
+                if _stopped_by_time_limit(entry.result):
+                    entry.state = "TIMEOUT"
             entry.done = True
             return
         if entry.state in TERMINAL_STATES:
