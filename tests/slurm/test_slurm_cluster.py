@@ -90,10 +90,19 @@ class Cluster:
         lines = self.tool("squeue", "-h", "-r", "-o", "%i|%T").split()
         return dict(line.split("|", 1) for line in lines)
 
-    def alloc_tres(self, job_id: str) -> str:
-        """What SLURM allocated to the job, from accounting (e.g. cpu=2,gres/gpu=1,...)."""
-        out = self.tool("sacct", "-n", "-P", "-X", "-o", "JobID,AllocTRES", "-j", job_id)
-        return dict(line.split("|", 1) for line in out.split())[job_id]
+    def alloc_tres(self, job_id: str, deadline_s: float = 20) -> str:
+        """What SLURM allocated to the job, from accounting (e.g. cpu=2,gres/gpu=1,...).
+
+        slurmctld hands job records to slurmdbd in the background: a job that just ended
+        may not have its allocation recorded yet, so this waits until it is.
+        """
+        end = time.monotonic() + deadline_s
+        while True:
+            out = self.tool("sacct", "-n", "-P", "-X", "-o", "JobID,AllocTRES", "-j", job_id)
+            tres = dict(line.split("|", 1) for line in out.split()).get(job_id, "")
+            if tres or time.monotonic() > end:
+                return tres
+            time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")
@@ -229,7 +238,8 @@ def test_a_cpu_profile_job_asks_slurm_for_no_gpu_while_a_gpu_job_gets_one(
     rows = result.rows()
     cpu_job, gpu_job = rows[0]["slurm"]["job_id"], rows[1]["slurm"]["job_id"]
     assert cpu_job.split("_")[0] != gpu_job.split("_")[0]  # one sbatch array per request
-    assert "gres/gpu" not in no_jobs_left.alloc_tres(cpu_job)
+    cpu_tres = no_jobs_left.alloc_tres(cpu_job)
+    assert "cpu=2" in cpu_tres and "gres/gpu" not in cpu_tres
     assert "gres/gpu=1" in no_jobs_left.alloc_tres(gpu_job)
 
 
