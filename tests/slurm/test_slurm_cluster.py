@@ -115,7 +115,8 @@ def cluster() -> Iterator[Cluster]:
         )
     if os.geteuid() != 0:
         _unavailable("the test cluster's daemons run as root (tests/slurm/cluster.sh)")
-    home = os.environ.get("AVATAR_SLURM_DIR") or tempfile.mkdtemp(prefix="avatar-slurm-")
+    given = os.environ.get("AVATAR_SLURM_DIR")
+    home = given or tempfile.mkdtemp(prefix="avatar-slurm-")
     os.chmod(home, 0o755)  # munged's socket folder must be reachable by all
     found = Cluster(Path(home))
     found.script("start")
@@ -123,6 +124,8 @@ def cluster() -> Iterator[Cluster]:
         yield found
     finally:
         found.script("stop")
+        if not given:  # a dir of our own: its database and logs go with it
+            shutil.rmtree(home, ignore_errors=True)
 
 
 @dataclass(frozen=True)
