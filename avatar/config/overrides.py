@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import fields
 
-from avatar.config.schema import AvatarConfig
+from avatar.config.schema import MAX_MIB, AvatarConfig, shown_number, too_large_number
 from avatar.errors import ConfigValueError
 
 PROFILE_GROUP = "profile"
@@ -69,6 +69,13 @@ def check_override_syntax(overrides: list[str]) -> None:
                 "KEY=VALUE, for example steps=30 or profile=low_vram; quote a value with spaces "
                 "or brackets ('key=\"a b\"'), and sweep with -m KEY=A,B."
             ) from exc
+        huge = too_large_number(override.value())
+        if huge is not None:
+            raise ConfigValueError(
+                f"The override {_short(text)} gives '{override.key_or_group}' the number "
+                f"{shown_number(huge)}, far beyond any avatar setting: every number has a "
+                f"range, and none reaches past {MAX_MIB} (see README, Bad input)."
+            )
         root = override.key_or_group.split(".")[0].split("/")[0]
         if override.is_delete() and root in avatar_keys:
             raise ConfigValueError(
@@ -76,3 +83,8 @@ def check_override_syntax(overrides: list[str]) -> None:
                 f"Set a value instead ({override.key_or_group}=VALUE), or leave it out to keep "
                 "the default."
             )
+
+
+def _short(text: str) -> str:
+    """An override as a message quotes it: a very long one is cut."""
+    return repr(text) if len(text) <= 60 else repr(text[:40] + "...")

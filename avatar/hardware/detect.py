@@ -109,13 +109,15 @@ def detect_gpu(
     except NvmlError as exc:
         if not (exc.library_missing and other_gpu_may_exist()):
             why = "no NVIDIA driver found" if exc.library_missing else "NVML failed"
-            return _cpu_mode(f"{why} ({exc})")
+            return _cpu_mode(f"{why} ({exc})", gpu_index=gpu_index)
         gpus, why_none = _gpus_from_torch(torch_probe)
         problem, backend = None, DetectionBackend.torch
         if not gpus:
-            return _cpu_mode(f"no NVIDIA driver found, and {why_none}")
+            return _cpu_mode(f"no NVIDIA driver found, and {why_none}", gpu_index=gpu_index)
     if not gpus:
-        return _cpu_mode(problem or "NVML lists no GPU", hidden=problem is not None)
+        return _cpu_mode(
+            problem or "NVML lists no GPU", hidden=problem is not None, gpu_index=gpu_index
+        )
     if problem:
         log.warning("%s", problem)
     chosen = choose_gpu(gpus, gpu_index)
@@ -163,6 +165,9 @@ def _gpus_from_torch(
     return gpus, "torch sees no ROCm or MPS device"
 
 
-def _cpu_mode(note: str, *, hidden: bool = False) -> GPUDetection:
-    log.warning("%s; running in CPU mode", note)
+def _cpu_mode(note: str, *, hidden: bool = False, gpu_index: int | None = None) -> GPUDetection:
+    """CPU mode, with its one warning. A `gpu_index` the user set is named in it: with no
+    GPU visible it cannot be honoured, and silence would hide that it was ignored."""
+    ignored = "" if gpu_index is None else f" (gpu_index={gpu_index} is ignored: no GPU is visible)"
+    log.warning("%s; running in CPU mode%s", note, ignored)
     return GPUDetection((), None, DetectionBackend.none, note, hidden_by_visible_devices=hidden)
