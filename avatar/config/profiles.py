@@ -7,6 +7,7 @@ auto-pickable with no code change. `pick_profile` is the pure decision.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -153,7 +154,7 @@ def read_profile(path: Path) -> ProfileSpec:
 def load_profiles(conf_dirs: Iterable[Path]) -> list[ProfileSpec]:
     """Every profile, read and checked. Two GPU profiles with the same threshold are an
     error: the auto choice between them would be arbitrary."""
-    profiles = [read_profile(path) for path in profile_files(conf_dirs).values()]
+    profiles = [_read_profile_cached(path) for path in profile_files(conf_dirs).values()]
     by_threshold: dict[int, ProfileSpec] = {}
     for spec in profiles:
         if spec.accelerator is not Accelerator.gpu or spec.vram_min_mib is None:
@@ -166,6 +167,25 @@ def load_profiles(conf_dirs: Iterable[Path]) -> list[ProfileSpec]:
                 "profile its own vram_min_mib."
             )
     return profiles
+
+
+def _read_profile_cached(path: Path) -> ProfileSpec:
+    """`read_profile`, remembered by the file's path, size and modification time.
+
+    Every `load_config()` (each stage calls one) needs the thresholds; reading and typing
+    the files again each time measured as a tenth of a composition. An edited file has a
+    new modification time and is read again; an error is never remembered.
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        return read_profile(path)  # reports the file as unreadable
+    return _read_profile_at(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _read_profile_at(path: Path, mtime_ns: int, size_bytes: int) -> ProfileSpec:
+    return read_profile(path)
 
 
 def pick_profile(profiles: Sequence[ProfileSpec], detection: GPUDetection) -> ProfileChoice:

@@ -425,7 +425,7 @@ def check_ranges(node: DictConfig, prefix: str = "") -> None:
         low, high = spec.metadata[RANGE_MIN], spec.metadata[RANGE_MAX]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue  # OmegaConf has checked the type
-        if isinstance(value, float) and not math.isfinite(value) or not low <= value <= high:
+        if (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
             key = f"{prefix}{spec.name}"
             kind = (
                 f"an integer of at least {low} and at most {high}"

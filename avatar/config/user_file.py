@@ -73,7 +73,7 @@ def read_yaml_file(path: Path, *, what: str) -> Any:
             f"{what} {path} could not be read: {exc.strerror or exc}. Nothing was run."
         ) from exc
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
