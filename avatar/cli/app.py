@@ -41,12 +41,13 @@ from avatar.config.origin import validate_where_set
 from avatar.config.overrides import check_override_syntax, explicit_profile, gpu_index_override
 from avatar.config.profiles import AutoProfile, announce_shadowed, check_profile_overrides
 from avatar.config.user_file import check_user_config, check_user_dir, user_config_path
-from avatar.errors import AvatarUserError, ConfigFileError
+from avatar.errors import AvatarUserError, ConfigFileError, ProfileError
 from avatar.hardware.nvml import Nvml, NvmlError
 from avatar.version import __version__
 
 log = logging.getLogger("avatar")
 FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
+_HELP_FLAGS = ("--help", "-h", "--hydra-help")
 _OMEGACONF_CONTEXT = ("full_key:", "object_type=", "reference_type=")
 
 
@@ -95,7 +96,15 @@ def prepare(argv: list[str]) -> tuple[AutoProfile, Path]:
     announce_shadowed(conf_dirs)
     check_profile_overrides(pre.overrides, conf_dirs)
     auto = AutoProfile(conf_dirs, gpu_index=gpu_index_override(pre.overrides))
-    register_config(auto, explicit_profile=explicit_profile(pre.overrides))
+    try:
+        register_config(auto, explicit_profile=explicit_profile(pre.overrides))
+    except ProfileError as exc:
+        if not any(arg in _HELP_FLAGS for arg in argv):
+            raise
+        # --help must work whatever the environment says: the problem becomes a warning.
+        log.warning("%s (--help goes on without it)", exc)
+        auto = AutoProfile(conf_dirs, gpu_index=auto.gpu_index, env={})
+        register_config(auto, explicit_profile=explicit_profile(pre.overrides))
     return auto, _user_dir_first(pre)
 
 

@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import fields
 
-from avatar.config.schema import MAX_MIB, AvatarConfig, shown_number, too_large_number
+from avatar.config.schema import (
+    MAX_MIB,
+    AvatarConfig,
+    range_rules,
+    shown_number,
+    too_large_number,
+)
 from avatar.errors import ConfigValueError
 
 PROFILE_GROUP = "profile"
@@ -71,10 +77,17 @@ def check_override_syntax(overrides: list[str]) -> None:
             ) from exc
         huge = too_large_number(override.value())
         if huge is not None:
+            key = override.key_or_group
+            rule = range_rules().get(key)
+            allowed = (
+                f"It must be at least {rule[0]} and at most {rule[1]}"
+                if rule
+                else f"Every avatar number has a range, and none reaches past {MAX_MIB}"
+            )
             raise ConfigValueError(
-                f"The override {_short(text)} gives '{override.key_or_group}' the number "
-                f"{shown_number(huge)}, far beyond any avatar setting: every number has a "
-                f"range, and none reaches past {MAX_MIB} (see README, Bad input)."
+                f"Invalid value for '{key}': {shown_number(huge)} (in the override "
+                f"{_short(text)}). {allowed} (see README, Bad input).",
+                key=key,
             )
         root = override.key_or_group.split(".")[0].split("/")[0]
         if override.is_delete() and root in avatar_keys:

@@ -258,17 +258,29 @@ class AutoProfile:
     def profiles(self) -> list[ProfileSpec]:
         return load_profiles(self.conf_dirs)
 
+    def forced(self) -> str | None:
+        """The profile AVATAR_PROFILE names, None when unset or `auto`.
+
+        Checked wherever the profile is then chosen (the command line, a user's file or
+        auto), so a bad value is an error the same way every time, not only when auto
+        would have used it.
+        """
+        forced = self._env.get(PROFILE_ENV, "").strip()
+        if not forced or forced == AUTO:
+            return None
+        names = sorted(n for n in profile_files(self.conf_dirs) if n != AUTO)
+        if forced not in names:
+            raise ProfileError(
+                f"{PROFILE_ENV}={forced!r} is not a profile. Allowed: {', '.join(names)} "
+                f"(files in the profile/ folder of {_dir_list(self.conf_dirs)}), or 'auto'. "
+                f"Unset {PROFILE_ENV} to pick the profile from the detected VRAM."
+            )
+        return forced
+
     @cached_property
     def choice(self) -> ProfileChoice:
-        forced = self._env.get(PROFILE_ENV, "").strip()
-        if forced and forced != AUTO:
-            names = sorted(n for n in profile_files(self.conf_dirs) if n != AUTO)
-            if forced not in names:
-                raise ProfileError(
-                    f"{PROFILE_ENV}={forced!r} is not a profile. Allowed: {', '.join(names)} "
-                    f"(files in the profile/ folder of {_dir_list(self.conf_dirs)}), or 'auto'. "
-                    f"Unset {PROFILE_ENV} to pick the profile from the detected VRAM."
-                )
+        forced = self.forced()
+        if forced is not None:
             return ProfileChoice(forced, f"set by {PROFILE_ENV}={forced}")
         return pick_profile(self.profiles, self.detection)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any
@@ -403,9 +404,29 @@ def check_known_keys(node: DictConfig, prefix: str = "") -> None:
 def check_ranges(node: DictConfig, prefix: str = "") -> None:
     """Every number must lie in its field's range (`ranged()` metadata in this module).
 
-    Walks the schema's fields in order, so the profile's keys come before the top-level
-    knobs that copy them by interpolation: a bad `profile.steps` is reported as itself.
+    Values a file or the command line sets are checked before the ones that copy them by
+    interpolation, so a bad `profile.steps` is reported as itself, not as the `steps`
+    that follows it (nor `enhance.tile_by_quality.medium` as `enhance.tile`).
     """
+    found = list(_ranged_values(node, prefix))
+    for _copied, key, value, low, high, example in sorted(found, key=lambda f: f[0]):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # OmegaConf has checked the type
+        if (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
+            kind = (
+                f"an integer of at least {low} and at most {high}"
+                if isinstance(value, int)
+                else f"a number from {low} to {high}"
+            )
+            raise ConfigValueError(
+                f"Invalid value for '{key}': {shown_number(value)}. It must be {kind} "
+                f"(for example {key}={example}).",
+                key=key,
+            )
+
+
+def _ranged_values(node: DictConfig, prefix: str) -> Iterator[tuple[bool, str, Any, Any, Any, Any]]:
+    """(is an interpolation, key, value, lowest, highest, example) of each ranged value."""
     schema = _schema_of(node)
     if schema is None:
         return
@@ -415,27 +436,21 @@ def check_ranges(node: DictConfig, prefix: str = "") -> None:
         child = node._get_node(spec.name)
         if isinstance(child, DictConfig):
             if not child._is_none():
-                check_ranges(child, f"{prefix}{spec.name}.")
+                yield from _ranged_values(child, f"{prefix}{spec.name}.")
             continue
-        if RANGE_MIN not in spec.metadata:
+        if RANGE_MIN not in spec.metadata or child is None:
             continue
         value = node[spec.name]
-        if value is None:
-            continue
-        low, high = spec.metadata[RANGE_MIN], spec.metadata[RANGE_MAX]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue  # OmegaConf has checked the type
-        if (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
-            key = f"{prefix}{spec.name}"
-            kind = (
-                f"an integer of at least {low} and at most {high}"
-                if isinstance(value, int)
-                else f"a number from {low} to {high}"
-            )
-            raise ConfigValueError(
-                f"Invalid value for '{key}': {shown_number(value)}. It must be {kind} "
-                f"(for example {key}={spec.metadata[RANGE_EXAMPLE]}).",
-                key=key,
+        if value is not None:
+            meta = spec.metadata
+            copied = bool(child._is_interpolation())
+            yield (
+                copied,
+                f"{prefix}{spec.name}",
+                value,
+                meta[RANGE_MIN],
+                meta[RANGE_MAX],
+                meta[RANGE_EXAMPLE],
             )
 
 
@@ -445,26 +460,44 @@ def shown_number(value: float) -> str:
     return text if len(text) <= 24 else f"{text[:12]}... ({len(text.lstrip('-'))} digits)"
 
 
-def range_rules(schema: type = AvatarConfig) -> dict[str, tuple[float, float]]:
-    """Dotted key -> (lowest, highest) for every ranged field under `schema`, for README.
+def range_rules() -> dict[str, tuple[float, float]]:
+    """Dotted key -> (lowest, highest) for every ranged key, as README's "Bad input" lists them.
 
-    Stage options are listed under their schema's name (`XTTSConfig.top_k`), since which
-    stage key exists depends on the option chosen.
+    A stage option's own knobs are listed under their stage (`voice.top_k`, which exists
+    with voice=xtts_v2); the keys every option of a stage has come from the base schema.
     """
     rules: dict[str, tuple[float, float]] = {}
-    schemas: list[tuple[str, type]] = [("", schema)]
-    schemas += [(f"{s.__name__}.", s) for s in STAGE_SCHEMAS.values()]
-    seen: set[type] = set()
-    while schemas:
-        prefix, current = schemas.pop(0)
-        for spec in fields(current):
+
+    def walk(prefix: str, schema: type, skip: frozenset[str] = frozenset()) -> None:
+        for spec in fields(schema):
+            if spec.name in skip:
+                continue
             if RANGE_MIN in spec.metadata:
                 rules[f"{prefix}{spec.name}"] = (spec.metadata[RANGE_MIN], spec.metadata[RANGE_MAX])
-            nested = spec.default_factory if callable(spec.default_factory) else None
-            if isinstance(nested, type) and is_dataclass(nested) and nested not in seen:
-                seen.add(nested)
-                schemas.append((f"{prefix}{spec.name}.", nested))
+            nested = spec.default_factory
+            if isinstance(nested, type) and is_dataclass(nested):
+                walk(f"{prefix}{spec.name}.", nested)
+
+    walk("", AvatarConfig)
+    for schema in STAGE_SCHEMAS.values():
+        stage, base = stage_base(schema)
+        walk(f"{stage.value}.", schema, frozenset(f.name for f in fields(base)))
     return rules
+
+
+def stage_base(schema: type) -> tuple[Stage, type[StageConfig]]:
+    """The stage an option's schema belongs to, and that stage's base schema."""
+    for stage, base in _STAGE_BASES.items():
+        if issubclass(schema, base):
+            return stage, base
+    raise ValueError(f"{schema.__name__} is not a stage schema")
+
+
+_STAGE_BASES: dict[Stage, type[StageConfig]] = {
+    Stage.voice: VoiceConfig,
+    Stage.lipsync: LipsyncConfig,
+    Stage.enhance: EnhanceConfig,
+}
 
 
 def runs_on_gpu(stage: Any, profile_accelerator: Any) -> bool:
