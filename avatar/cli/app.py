@@ -48,7 +48,7 @@ from avatar.version import __version__
 log = logging.getLogger("avatar")
 FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
 _HELP_FLAGS = ("--help", "-h", "--hydra-help")
-_OMEGACONF_CONTEXT = ("full_key:", "object_type=", "reference_type=")
+_OMEGACONF_CONTEXT = ("object_type=", "reference_type=")
 
 
 def _conf_dirs(pre: PreParse) -> list[Path]:
@@ -270,9 +270,13 @@ def _fail_hydra(exc: Exception) -> NoReturn:
         parts.append(str(exc.__cause__))
     if _full_error():
         traceback.print_exception(exc)
-    # OmegaConf's trailing context lines (full_key:, object_type=) repeat what the text says.
+    # OmegaConf's trailing context lines: the key is kept, the types repeat what the text says.
     lines = [line.strip() for part in parts for line in part.splitlines()]
-    said = [line for line in lines if line and not line.startswith(_OMEGACONF_CONTEXT)]
+    said = [
+        f"(key: {line.removeprefix('full_key:').strip()})" if line.startswith("full_key:") else line
+        for line in lines
+        if line and not line.startswith(_OMEGACONF_CONTEXT)
+    ]
     print(f"Error: {' '.join(said)}", file=sys.stderr)
     sys.exit(1)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from avatar.config.files import PRIMARY_CONFIG
+from avatar.config.files import PRIMARY_CONFIG, builtin_conf_dir
 from avatar.config.overrides import PROFILE_GROUP
 from avatar.errors import ConfigFileError
 
@@ -159,8 +159,6 @@ def check_user_dir(config_dir: Path, flag: str = "--config-dir") -> None:
     shadows a built-in one of the same name); a `config.yaml` there would then replace
     avatar's primary config, and every default with it, without a word.
     """
-    from avatar.config.files import builtin_conf_dir
-
     if config_dir.is_file():
         raise ConfigFileError(
             f"{flag} {config_dir} is a file, not a folder. Pass the folder that holds your "
