@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import fields
+from typing import Any
 
+from avatar.config.files import builtin_conf_dir, group_files
 from avatar.config.schema import (
     MAX_MIB,
     AvatarConfig,
+    Stage,
     range_rules,
     shown_number,
     too_large_number,
@@ -89,6 +92,7 @@ def check_override_syntax(overrides: list[str]) -> None:
                 f"{_short(text)}). {allowed} (see README, Bad input).",
                 key=key,
             )
+        _check_group_choice(text, override)
         root = override.key_or_group.split(".")[0].split("/")[0]
         if override.is_delete() and root in avatar_keys:
             raise ConfigValueError(
@@ -101,3 +105,32 @@ def check_override_syntax(overrides: list[str]) -> None:
 def _short(text: str) -> str:
     """An override as a message quotes it: a very long one is cut."""
     return repr(text) if len(text) <= 60 else repr(text[:40] + "...")
+
+
+def _check_group_choice(text: str, override: Any) -> None:
+    """An override needs a key, and a config group (profile, voice, ...) takes an option's
+    name: Hydra raises a plain ValueError for `voice=0`, and another for `=0`."""
+    key = override.key_or_group
+    if not key:
+        raise ConfigValueError(
+            f"The override {_short(text)} has no key before its '='. An override is KEY=VALUE, "
+            "for example steps=30."
+        )
+    if key not in _GROUPS or override.is_delete():
+        return
+    value = override.value()
+    if type(value).__name__ == "Glob":
+        return  # a glob of names is Hydra's to expand
+    items = value if isinstance(value, list) else getattr(value, "list", [value])
+    if all(isinstance(item, str) for item in items):
+        return
+    options = sorted(group_files(key, [builtin_conf_dir()]))
+    raise ConfigValueError(
+        f"The override {_short(text)} gives the config group '{key}' a value that is not an "
+        f"option's name. Allowed: {', '.join(options)}"
+        + (" (or auto)" if key == PROFILE_GROUP else "")
+        + f", for example {key}={options[0]}."
+    )
+
+
+_GROUPS = frozenset({PROFILE_GROUP, *(stage.value for stage in Stage)})
