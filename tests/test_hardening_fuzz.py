@@ -143,7 +143,7 @@ OVERRIDES = st.builds(
 ) | st.builds("~{}".format, KEYS)
 
 
-@settings(FUZZ, max_examples=120)
+@settings(FUZZ, max_examples=100)
 @given(
     overrides=st.lists(OVERRIDES, min_size=1, max_size=3),
     gpus=st.sampled_from([None, [RTX_3080]]),
@@ -179,7 +179,7 @@ ODD_YAML = st.sampled_from(
 )
 
 
-@settings(FUZZ, max_examples=50)
+@settings(FUZZ, max_examples=40)
 @given(
     data=USER_DATA,
     defaults=st.sampled_from([["config", "_self_"], ["_self_", "config"], ["config"], []]),
@@ -199,7 +199,7 @@ def test_any_user_yaml_gives_a_status_or_one_paragraph(
     assert_status_or_one_paragraph(outcome, argv)
 
 
-@settings(FUZZ, max_examples=30)
+@settings(FUZZ, max_examples=25)
 @given(
     name=st.sampled_from(["mine", "rtx3080", "auto", "cpu", "x" * 40]),
     changes=st.dictionaries(
