@@ -233,3 +233,19 @@ def test_config_dir_naming_a_file_says_it_is_a_file(tmp_path: Path) -> None:
     write_user_config(tmp_path, "mine.yaml", MINE_YAML_HEAD)
 
     assert_one_paragraph_error(tmp_path, ("--config-dir", "mine.yaml"), "is a file, not a folder")
+
+
+def test_a_sweep_point_that_does_not_resolve_fails_alone(tmp_path: Path) -> None:
+    result = run_avatar("-m", "steps=${nosuch},5", "hydra.sweep.dir=sweep", cwd=tmp_path)
+
+    assert result.returncode == 1, result.output
+    assert "Traceback" not in result.output
+    assert "Cannot resolve 'steps'" in result.stderr
+    assert "1 of 2 sweep jobs failed (job 0)" in result.stderr
+    assert "stopped" not in result.output
+    assert (tmp_path / "sweep" / "1" / "status.json").is_file()
+
+
+def test_a_config_group_given_a_number_or_null_is_one_paragraph(tmp_path: Path) -> None:
+    for args in (("voice=0",), ("lipsync=null",), ("=3",)):
+        assert_one_paragraph_error(tmp_path, args, args[0])
