@@ -249,3 +249,10 @@ def test_a_sweep_point_that_does_not_resolve_fails_alone(tmp_path: Path) -> None
 def test_a_config_group_given_a_number_or_null_is_one_paragraph(tmp_path: Path) -> None:
     for args in (("voice=0",), ("lipsync=null",), ("=3",)):
         assert_one_paragraph_error(tmp_path, args, args[0])
+
+
+def test_a_huge_number_for_a_float_knob_in_a_user_file_names_the_file(tmp_path: Path) -> None:
+    text = MINE_YAML_HEAD.replace("  - _self_", "  - override voice: xtts_v2\n  - _self_")
+    write_user_config(tmp_path, "myconf/mine.yaml", text + f"voice:\n  temperature: {HUGE}\n")
+
+    assert_one_paragraph_error(tmp_path, USER, "mine.yaml", "(400 digits)")
