@@ -270,15 +270,33 @@ def _fail_hydra(exc: Exception) -> NoReturn:
         parts.append(str(exc.__cause__))
     if _full_error():
         traceback.print_exception(exc)
-    # OmegaConf's trailing context lines: the key is kept, the types repeat what the text says.
-    lines = [line.strip() for part in parts for line in part.splitlines()]
-    said = [
-        f"(key: {line.removeprefix('full_key:').strip()})" if line.startswith("full_key:") else line
-        for line in lines
-        if line and not line.startswith(_OMEGACONF_CONTEXT)
-    ]
-    print(f"Error: {' '.join(said)}", file=sys.stderr)
+    print(f"Error: {one_paragraph(parts)}", file=sys.stderr)
     sys.exit(1)
+
+
+def one_paragraph(parts: list[str]) -> str:
+    """Hydra's and OmegaConf's multi-line messages as one paragraph.
+
+    OmegaConf's context lines keep the key and drop the types (they repeat the text);
+    Hydra's list of options becomes a comma-separated list, its search path is dropped.
+    """
+    said: list[str] = []
+    for raw in (line for part in parts for line in part.splitlines()):
+        line = raw.strip()
+        if not line or line.startswith(_OMEGACONF_CONTEXT):
+            continue
+        if line.startswith("Config search path"):
+            break
+        if line.startswith("full_key:"):
+            line = f"(key: {line.removeprefix('full_key:').strip()})"
+        elif raw.startswith("\t") and said and said[-1].endswith((":", ",")):
+            line += ","
+        elif said and not said[-1].endswith((".", ":", ",")):
+            said[-1] += "."
+        said.append(line)
+    if said and said[-1].endswith(","):
+        said[-1] = said[-1][:-1] + "."
+    return " ".join(said)
 
 
 def _internal_error(exc: Exception) -> NoReturn:
