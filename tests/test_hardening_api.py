@@ -321,3 +321,10 @@ def test_a_user_profile_named_auto_is_reserved(tmp_path: Path) -> None:
 
     with pytest.raises(ProfileError, match="the name `auto` is reserved"):
         load_config(config_file=mine)
+
+
+def test_a_value_beyond_ascii_gets_quoting_advice_and_quoted_it_works() -> None:
+    with pytest.raises(ConfigValueError, match=r"""'profile\.description="café"'"""):
+        load_config(["profile.description=café"])
+
+    assert load_config(['profile.description="café"']).profile.description == "café"

@@ -67,8 +67,16 @@ def check_override_syntax(overrides: list[str]) -> None:
             (override,) = parser.parse_overrides([text])
         except OverrideParseException as exc:
             key = text.lstrip("+~").partition("=")[0] or "KEY"
+            value = text.partition("=")[2]
+            beyond_ascii = next((c for c in value if ord(c) > 127), None)
             if "=" not in text and not text.startswith("~"):
                 problem = f"it has no value ({key}=VALUE)"
+            elif beyond_ascii is not None and not value.startswith(("'", '"')):
+                problem = (
+                    f"Hydra reads an unquoted value in ASCII only, and this one holds "
+                    f"{beyond_ascii!r}: quote the value inside the argument, as in "
+                    f"'{key}=\"{value}\"'"
+                )
             else:
                 detail = str(exc).splitlines()
                 said = next((d for d in detail if not d.startswith(("Error parsing", "See "))), "")
