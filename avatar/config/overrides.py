@@ -12,11 +12,9 @@ from typing import Any
 
 from avatar.config.files import builtin_conf_dir, group_files
 from avatar.config.schema import (
-    MAX_MIB,
     AvatarConfig,
     Stage,
-    range_rules,
-    shown_number,
+    huge_number_message,
     too_large_number,
 )
 from avatar.errors import ConfigValueError
@@ -86,19 +84,12 @@ def check_override_syntax(overrides: list[str]) -> None:
                 "KEY=VALUE, for example steps=30 or profile=low_vram; quote a value with spaces "
                 "or brackets ('key=\"a b\"'), and sweep with -m KEY=A,B."
             ) from exc
-        huge = too_large_number(override.value())
-        if huge is not None:
-            key = override.key_or_group
-            rule = range_rules().get(key)
-            allowed = (
-                f"It must be at least {rule[0]} and at most {rule[1]}"
-                if rule
-                else f"Every avatar number has a range, and none reaches past {MAX_MIB}"
-            )
+        found = too_large_number(override.value())
+        if found is not None:
             raise ConfigValueError(
-                f"Invalid value for '{key}': {shown_number(huge)} (in the override "
-                f"{_short(text)}). {allowed} (see README, Bad input).",
-                key=key,
+                f"{huge_number_message(override.key_or_group, found[1])} (In the override "
+                f"{_short(text)}.)",
+                key=override.key_or_group,
             )
         _check_group_choice(text, override)
         root = override.key_or_group.split(".")[0].split("/")[0]

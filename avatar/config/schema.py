@@ -49,23 +49,25 @@ def ranged(low: float, high: float, example: float, default: Any = MISSING) -> A
 MAX_MIB = 1024 * 1024
 
 
-def too_large_number(data: Any) -> int | None:
-    """An integer in `data` (nested lists, dicts, sweep objects) beyond any float.
+def too_large_number(data: Any, key: str = "") -> tuple[str, int] | None:
+    """(dotted key, value) of an integer in `data` (nested lists, dicts, sweep objects)
+    beyond any float; None when there is none.
 
     OmegaConf converts an integer to a float field with `float()`, which raises
     OverflowError for one of ~309 digits or more while Hydra composes, before any range
     check can run; no avatar knob goes anywhere near it, so such input is refused first.
     """
     if isinstance(data, int) and not isinstance(data, bool):
-        return data if abs(data) > sys.float_info.max else None
+        return (key, data) if abs(data) > sys.float_info.max else None
     if isinstance(data, dict):
-        items: Any = list(data.values())
+        items: Any = [(f"{key}.{k}" if key else str(k), v) for k, v in data.items()]
     elif isinstance(data, (list, tuple)):
-        items = data
+        items = [(f"{key}[{i}]", v) for i, v in enumerate(data)]
     else:
-        items = [getattr(data, a) for a in ("list", "start", "stop", "step") if hasattr(data, a)]
-    for item in items:
-        found = too_large_number(item)
+        parts = [getattr(data, a) for a in ("list", "start", "stop", "step") if hasattr(data, a)]
+        items = [(key, part) for part in parts]
+    for item_key, item in items:
+        found = too_large_number(item, item_key)
         if found is not None:
             return found
     return None
@@ -452,6 +454,17 @@ def _ranged_values(node: DictConfig, prefix: str) -> Iterator[tuple[bool, str, A
                 meta[RANGE_MAX],
                 meta[RANGE_EXAMPLE],
             )
+
+
+def huge_number_message(key: str, value: int) -> str:
+    """What is wrong with a number too large for any float, and the key's range if it has one."""
+    rule = range_rules().get(key)
+    allowed = (
+        f"It must be at least {rule[0]} and at most {rule[1]}"
+        if rule
+        else f"Every avatar number has a range, and none reaches past {MAX_MIB}"
+    )
+    return f"Invalid value for '{key}': {shown_number(value)}. {allowed} (see README, Bad input)."
 
 
 def shown_number(value: float) -> str:

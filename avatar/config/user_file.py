@@ -15,7 +15,7 @@ import yaml
 
 from avatar.config.files import PRIMARY_CONFIG, builtin_conf_dir
 from avatar.config.overrides import PROFILE_GROUP
-from avatar.config.schema import MAX_MIB, shown_number, too_large_number
+from avatar.config.schema import huge_number_message, too_large_number
 from avatar.errors import ConfigFileError
 
 log = logging.getLogger("avatar.config")
@@ -116,12 +116,10 @@ def check_user_config(path: Path) -> UserConfig | None:
             f"Config file {path} must hold a mapping of keys to values, not a "
             f"{type(data).__name__}."
         )
-    huge = too_large_number(data)
-    if huge is not None:
+    found = too_large_number(data)
+    if found is not None:
         raise ConfigFileError(
-            f"Config file {path} holds the number {shown_number(huge)}, far beyond any avatar "
-            f"setting: every number has a range, and none reaches past {MAX_MIB} (see README, "
-            "Bad input). Fix the file; nothing was run."
+            f"Config file {path}: {huge_number_message(*found)} Fix the file; nothing was run."
         )
     defaults = data.get("defaults") or []
     if not isinstance(defaults, list):
