@@ -3,7 +3,8 @@
 `main()` does what must happen before Hydra composes (check a user's config
 file, register the resolvers, store the auto profile), then hands over to the
 `@hydra.main` app, which validates the composed config and prints the status.
-User errors end as one paragraph on stderr and exit status 1, no traceback.
+User errors end as one paragraph on stderr and exit status 1, no traceback (unless
+HYDRA_FULL_ERROR=1); an unexpected exception is an internal error, exit status 2.
 """
 
 from __future__ import annotations
