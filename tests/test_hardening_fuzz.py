@@ -240,6 +240,8 @@ def test_any_profile_file_gives_a_status_or_one_paragraph(
         ["+Steps=30"],
         ["~profile"],
         ["steps=choice(1,2)"],
+        ["=0"],  # found by the fuzz suite: Hydra's ValueError for an empty key
+        ["voice=0"],  # found by the fuzz suite: Hydra's ValueError for a group given a number
     ],
 )
 def test_kept_examples_give_one_paragraph(tmp_path: Path, argv: list[str]) -> None:
