@@ -152,8 +152,8 @@ def test_a_profile_without_vram_min_mib_is_an_error_naming_the_file(tmp_path: Pa
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("name: broken\nsteps: [1, 2\n", "could not be read as YAML"),
-        ("name: broken\nname: again\n", "could not be read as YAML"),
+        ("name: broken\nsteps: [1, 2\n", "is not valid YAML at line 3"),
+        ("name: broken\nname: again\n", "the key 'name' is given twice"),
         ("- a\n- b\n", "not a mapping"),
         ("", "empty"),
     ],
@@ -186,11 +186,12 @@ def test_the_first_dir_wins_for_a_profile_defined_twice(tmp_path: Path) -> None:
 
 
 def test_profile_order_matches_what_hydra_composes_for_a_user_config_dir(tmp_path: Path) -> None:
-    """load_config searches avatar's dir before the user's, so the thresholds must too."""
+    """load_config searches the user's dir before avatar's (a user's profile shadows the
+    built-in one, issue 10), so the thresholds must too."""
     write_profile(tmp_path, "rtx3080", vram_min_mib=9000)
     (tmp_path / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\n")
 
     composed = load_config(["profile=rtx3080"], config_file=tmp_path / "mine.yaml")
-    first = read_profile(profile_files([BUILTIN, tmp_path])["rtx3080"])
+    first = read_profile(profile_files([tmp_path, BUILTIN])["rtx3080"])
 
-    assert composed.profile.vram_min_mib == first.vram_min_mib
+    assert composed.profile.vram_min_mib == first.vram_min_mib == 9000

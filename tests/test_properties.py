@@ -116,7 +116,15 @@ def write_profile(folder: Path, name: str, vram_min_mib: int) -> None:
 
 @settings(max_examples=20, deadline=None)
 @given(
-    extra=st.dictionaries(PROFILE_NAMES, st.integers(0, MAX_VRAM_MIB), min_size=1, max_size=3),
+    # Each threshold its own: two GPU profiles with one threshold are an error (issue 10).
+    extra=st.dictionaries(
+        PROFILE_NAMES, st.integers(0, MAX_VRAM_MIB), min_size=1, max_size=3
+    ).filter(
+        lambda d: (
+            len(set(d.values())) == len(d)
+            and not set(d.values()) & {p.get("vram_min_mib") for p in declared_profiles().values()}
+        )
+    ),
     totals=st.lists(vram_totals(), min_size=2, max_size=4),
 )
 def test_auto_choice_agrees_with_a_users_own_profile_files(

@@ -154,7 +154,7 @@ def detect_gpu(
     except NvmlError as exc:
         if not (exc.library_missing and other_gpu_may_exist()):
             why = "no NVIDIA driver found" if exc.library_missing else "NVML failed"
-            return _cpu_mode(f"{why} ({exc})")
+            return _cpu_mode(f"{why} ({exc})", gpu_index=gpu_index)
         return _detect_with_torch(
             gpu_index, torch_probe, "no NVIDIA driver found", "a ROCm or MPS device"
         )
@@ -183,10 +183,10 @@ def _detect_with_torch(
 ) -> GPUDetection:
     found, why_none = _gpus_from_torch(torch_probe, looking_for)
     if not found:
-        return _cpu_mode(f"{context}, and {why_none}")
+        return _cpu_mode(f"{context}, and {why_none}", gpu_index=gpu_index)
     gpus, nonsense = _sane(found)
     if not gpus:
-        return _cpu_mode(f"{context}, and torch {_nonsense_note(nonsense)}")
+        return _cpu_mode(f"{context}, and torch {_nonsense_note(nonsense)}", gpu_index=gpu_index)
     return _choose(gpus, gpu_index, DetectionBackend.torch, nonsense=nonsense)
 
 
@@ -200,8 +200,10 @@ def _choose(
 ) -> GPUDetection:
     if not gpus:
         if nonsense:
-            return _cpu_mode(_nonsense_note(nonsense))
-        return _cpu_mode(problem or "NVML lists no GPU", hidden=problem is not None)
+            return _cpu_mode(_nonsense_note(nonsense), gpu_index=gpu_index)
+        return _cpu_mode(
+            problem or "NVML lists no GPU", hidden=problem is not None, gpu_index=gpu_index
+        )
     if nonsense:
         log.warning("%s", _nonsense_note(nonsense))
     if problem:
@@ -254,6 +256,9 @@ def _gpus_from_torch(
     return gpus, ""
 
 
-def _cpu_mode(note: str, *, hidden: bool = False) -> GPUDetection:
-    log.warning("%s; running in CPU mode", note)
+def _cpu_mode(note: str, *, hidden: bool = False, gpu_index: int | None = None) -> GPUDetection:
+    """CPU mode, with its one warning. A `gpu_index` the user set is named in it: with no
+    GPU visible it cannot be honoured, and silence would hide that it was ignored."""
+    ignored = "" if gpu_index is None else f" (gpu_index={gpu_index} is ignored: no GPU is visible)"
+    log.warning("%s; running in CPU mode%s", note, ignored)
     return GPUDetection((), None, DetectionBackend.none, note, hidden_by_visible_devices=hidden)
