@@ -192,9 +192,10 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     try:
         samples, sample_rate_hz = soundfile.read(path, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        reason = str(exc).rstrip(".")
         raise ClipError(
             [
-                f"Clip {path} is unreadable or not audio: {str(exc).rstrip('.')}. Use an audio file in a "
+                f"Clip {path} is unreadable or not audio: {reason}. Use an audio file in a "
                 f"format libsndfile reads ({READABLE_FORMATS}); any sample rate and number "
                 "of channels is fine."
             ]

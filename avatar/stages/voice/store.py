@@ -49,7 +49,7 @@ from avatar.stages.voice.audio import (
     PreparedClip,
     prepare_clips,
 )
-from avatar.stages.voice.languages import normalise_language
+from avatar.stages.voice.languages import XTTS_LANGUAGES, normalise_language
 from avatar.stages.voice.locking import store_lock
 
 SCHEMA_VERSION = 1
@@ -545,6 +545,8 @@ class VoiceStore:
         code = normalise_language(language) if language is not None else None
         if not append and (self.root / key).exists():
             raise self._exists_error(display, key)  # early: before the audio work
+        if not append and code is None:
+            raise self._language_needed(display)
         prepared = prepare_clips([Path(p) for p in clip_paths], rules)
         _refuse_duplicates(prepared, [])
         with self._writing():
@@ -568,10 +570,7 @@ class VoiceStore:
                     "leave out --append and give --language."
                 )
             if code is None:
-                raise AvatarUserError(
-                    f"A new voice needs a language: add {display!r} with --language and one "
-                    f"of the XTTS-v2 codes ({', '.join(_languages())})."
-                )
+                raise self._language_needed(display)
             return self._create(display, key, code, prepared)
 
     def remove(self, name: str, *, clip: str | None = None) -> Voice | None:
@@ -818,6 +817,12 @@ class VoiceStore:
             f"`python -m avatar.voice add {name} CLIP... --language en`."
         )
 
+    def _language_needed(self, name: str) -> AvatarUserError:
+        return AvatarUserError(
+            f"A new voice needs a language: add {name!r} with --language and one of the "
+            f"XTTS-v2 codes ({', '.join(XTTS_LANGUAGES)})."
+        )
+
     def _exists_error(self, name: str, key: str) -> VoiceExistsError:
         try:
             stored = repr(read_voice(self.root / key).name)
@@ -829,12 +834,6 @@ class VoiceStore:
             f"CLIP... --append`; to replace it, remove it first (`python -m avatar.voice rm "
             f"{name}`), or choose another name."
         )
-
-
-def _languages() -> tuple[str, ...]:
-    from avatar.stages.voice.languages import XTTS_LANGUAGES
-
-    return XTTS_LANGUAGES
 
 
 def _refuse_duplicates(prepared: Sequence[PreparedClip], stored: Sequence[Clip]) -> None:
