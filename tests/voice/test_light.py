@@ -79,9 +79,12 @@ def test_same_seed_gives_the_same_samples(engine: LightEngine) -> None:
     np.testing.assert_array_equal(first, again)
 
 
-@pytest.mark.parametrize("language", ["en", "EN", "en_US", "en-gb"])
-def test_english_codes_are_accepted(engine: LightEngine, language: str) -> None:
-    assert check_language(language) == "en"
+@pytest.mark.parametrize("language", ["en", "EN", "en_US", "en-gb", None])
+def test_english_codes_and_no_language_are_accepted(
+    engine: LightEngine, language: str | None
+) -> None:
+    if language is not None:
+        assert check_language(language) == "en"
     assert engine.synthesize("Yes.", language=language).size > 0
 
 

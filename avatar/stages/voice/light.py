@@ -127,15 +127,17 @@ class LightEngine:
         text: str,
         *,
         speed: float = 1.0,
-        language: str = "en",
+        language: str | None = None,
         seed: int | None = None,
     ) -> np.ndarray:
         """Speech for `text`: float32 mono samples at `sample_rate_hz`, in [-1, 1].
 
-        hibari splits the text into sentences itself. `seed` fixes the noise component
-        (the same seed gives the same samples); None draws fresh noise, as hibari does.
+        `language` None means English (the config's `language: null`). hibari splits the
+        text into sentences itself. `seed` fixes the noise component (the same seed gives the
+        same samples); None draws fresh noise, as hibari does.
         """
-        check_language(language)
+        if language is not None:
+            check_language(language)
         speed = check_speed(speed)
         if self._tts is None:
             raise RuntimeError("LightEngine.synthesize called after close()")
