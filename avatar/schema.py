@@ -117,52 +117,56 @@ class StageConfig:
 
 @dataclass
 class VoiceConfig(StageConfig):
-    """Speech: text, and a reference clip of the voice to clone, to audio."""
+    """Speech: text, spoken with a stored voice (XTTS-v2) or the light CPU voice, to audio."""
 
     sample_rate_hz: int = MISSING
+    # The languages the model speaks, as coqui-tts names them (zh-cn); one source of truth.
+    languages: list[str] = MISSING
+    # The text's language; null: the stored voice's own (XTTS-v2) or the model's first.
+    # A string checked against `languages` by validate(), so `zh_cn` is accepted for `zh-cn`.
+    language: str | None = None
+    speed: float = MISSING
+    pause_s: float = MISSING  # silence between the pieces long text is split into
 
 
-class XTTSLanguage(Enum):
-    """The 17 languages XTTS-v2 speaks (the value is what coqui-tts expects)."""
+@dataclass
+class ClipRulesConfig:
+    """What a reference clip must be, checked by `python -m avatar.voice add`."""
 
-    en = "en"
-    es = "es"
-    fr = "fr"
-    de = "de"
-    it = "it"
-    pt = "pt"
-    pl = "pl"
-    tr = "tr"
-    ru = "ru"
-    nl = "nl"
-    cs = "cs"
-    ar = "ar"
-    zh_cn = "zh-cn"
-    hu = "hu"
-    ko = "ko"
-    ja = "ja"
-    hi = "hi"
+    min_s: float = MISSING  # shorter clips are refused (coqui's own minimum is 0.33 s)
+    max_used_s: float = MISSING  # longer clips get a warning: XTTS-v2 uses only this much
+    silence_dbfs: float = MISSING  # an RMS level below this is silent: refused
+    clipped_warn_fraction: float = MISSING  # more samples at full scale: a warning
+
+
+@dataclass
+class ConditioningConfig:
+    """How XTTS-v2 reads a voice's clips (coqui-tts's get_conditioning_latents knobs)."""
+
+    max_ref_length_s: int = MISSING  # of each clip, at most this many seconds are used
+    gpt_cond_len_s: int = MISSING  # seconds of the joined clips the GPT latent is made from
+    gpt_cond_chunk_len_s: int = MISSING  # the chunks those seconds are averaged over
 
 
 @dataclass
 class XTTSConfig(VoiceConfig):
-    language: XTTSLanguage = MISSING
-    speaker_wav: str | None = MISSING  # the clip to clone (6 s or more); null: built-in speaker
+    # A folder with config.json, model.pth and vocab.json; null: coqui-tts's downloaded copy.
+    checkpoint_dir: str | None = None
     temperature: float = MISSING
     repetition_penalty: float = MISSING
     top_k: int = MISSING
     top_p: float = MISSING
-    speed: float = MISSING
-    enable_text_splitting: bool = MISSING
+    # Longest piece per language, in characters (coqui-tts's own limits): the model
+    # refuses more than 400 tokens per call.
+    max_chars: dict[str, int] = field(default_factory=dict)
+    clips: ClipRulesConfig = field(default_factory=ClipRulesConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
 
 
 @dataclass
-class PiperConfig(VoiceConfig):
-    voice: str = MISSING  # a Piper voice name, e.g. en_US-lessac-medium
-    length_scale: float = MISSING  # above 1 speaks slower
-    noise_scale: float = MISSING
-    noise_w: float = MISSING
-    sentence_silence_s: float = MISSING
+class LightVoiceConfig(VoiceConfig):
+    voice_id: str | None = None  # a hibari voice; null: the one installed with the package
+    threads: int = MISSING  # onnxruntime threads
 
 
 @dataclass
@@ -243,7 +247,7 @@ class PipelineConfig:
 # composing, with Hydra's own message.
 STAGE_SCHEMAS: dict[str, type[StageConfig]] = {
     "xtts_v2_schema": XTTSConfig,
-    "piper_schema": PiperConfig,
+    "light_schema": LightVoiceConfig,
     "wav2lip_schema": Wav2LipConfig,
     "musetalk_schema": MuseTalkConfig,
     "sadtalker_schema": SadTalkerConfig,
@@ -297,6 +301,7 @@ _MINIMUMS: tuple[tuple[str, int, str], ...] = (
             ("vram_growth.power", 0, 1),
             ("sample_rate_hz", 1, 24000),
             ("top_k", 1, 50),
+            ("threads", 1, 1),
             ("batch_size", 1, 4),
             ("resolution_px", 1, 256),
             ("fps", 1, 25),
@@ -326,8 +331,7 @@ _FLOAT_RANGES: tuple[tuple[str, float, float | None, str], ...] = (
     ("voice.repetition_penalty", 1.0, None, "voice.repetition_penalty=10.0"),
     ("voice.top_p", 0.01, 1.0, "voice.top_p=0.85"),
     ("voice.speed", 0.1, 4.0, "voice.speed=1.0"),
-    ("voice.length_scale", 0.1, 4.0, "voice.length_scale=1.0"),
-    ("voice.sentence_silence_s", 0.0, None, "voice.sentence_silence_s=0.2"),
+    ("voice.pause_s", 0.0, 10.0, "voice.pause_s=0.25"),
     ("lipsync.guidance_scale", 0.0, None, "lipsync.guidance_scale=3.5"),
     ("enhance.weight", 0.0, 1.0, "enhance.weight=0.5"),
 )
@@ -368,6 +372,32 @@ def validate(cfg: DictConfig) -> None:
                 key=key,
             )
     _check_stages(cfg)
+    _check_voice_language(cfg)
+
+
+def normalize_language(language: str) -> str:
+    """`zh_cn`, `ZH-CN` and `zh-cn` all mean coqui-tts's `zh-cn`."""
+    return language.strip().lower().replace("_", "-")
+
+
+def _check_voice_language(cfg: DictConfig) -> None:
+    """voice.language must be one the chosen voice option speaks (its `languages`)."""
+    voice = cfg.get("voice")
+    if voice is None or voice.get("language") is None or "languages" not in voice:
+        return
+    spoken = list(voice.languages)
+    if normalize_language(str(voice.language)) in spoken:
+        return
+    other = (
+        " For other languages use voice=xtts_v2 (17 languages, cloning from a stored voice)."
+        if voice.name != "xtts_v2"
+        else " (zh_cn is accepted for zh-cn.)"
+    )
+    raise ConfigValueError(
+        f"Invalid value for 'voice.language': {voice.language}. {voice.model} "
+        f"(voice={voice.name}) speaks {', '.join(spoken)}.{other}",
+        key="voice.language",
+    )
 
 
 def runs_on_gpu(stage: Any, profile_accelerator: Any) -> bool:
