@@ -3,16 +3,21 @@
 Finds the hardware (NVML first, no CUDA context), picks a hardware profile from
 the profile YAMLs, composes the configuration with Hydra, and keeps VRAM under
 control while later stages load their models one after another.
+
+This module is the public API and nothing else: the layers below it (see README,
+"Architecture") never import it.
 """
 
-from avatar.compose import load_config
+from avatar.config import get_hardware_profile, load_config
 from avatar.hardware import GPUDetection, GPUInfo, detect_gpu
-from avatar.plan import stage_need_mib
-from avatar.profiles import get_hardware_profile
-from avatar.stage import InsufficientVRAMError, StageRecord
-from avatar.vram import VRAMManager, VRAMStatus
-
-__version__ = "0.1.0"
+from avatar.version import __version__
+from avatar.vram import (
+    InsufficientVRAMError,
+    StageRecord,
+    VRAMManager,
+    VRAMStatus,
+    stage_need_mib,
+)
 
 __all__ = [
     "GPUDetection",

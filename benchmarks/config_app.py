@@ -19,19 +19,14 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from avatar.compose import (
-    PRIMARY_CONFIG,
-    PROFILE_ENV,
-    TRUSTED_TARGETS,
-    AutoProfile,
-    hydra_main_options,
-    install,
-)
-from avatar.profiles import builtin_conf_dir
+from avatar.config.compat import hydra_main_options
+from avatar.config.compose import TRUSTED_TARGETS, register_config
+from avatar.config.files import PRIMARY_CONFIG, builtin_conf_dir
+from avatar.config.profiles import PROFILE_ENV, AutoProfile
 
 if not os.environ.get(PROFILE_ENV):
     sys.exit(f"Set {PROFILE_ENV}=NAME: the profile `python -m avatar` picks on this machine.")
-install(AutoProfile([builtin_conf_dir()]))  # the forced profile: no detection runs
+register_config(AutoProfile([builtin_conf_dir()]))  # the forced profile: no detection runs
 
 
 @hydra.main(
@@ -44,7 +39,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    # As avatar's own entry point does (avatar.cli.run): the garbage collector skips the
+    # As avatar's own entry point does (avatar.cli.app.run): the garbage collector skips the
     # objects that live as long as the process, so the two differ only in avatar's work.
     gc.freeze()
     try:

@@ -227,7 +227,7 @@ def machine_section(gpu: GpuFacts | None, why_no_gpu: str) -> tuple[Section, str
 def status_profile() -> str:
     """The profile `python -m avatar` picks here: the config app composes the same one."""
     from avatar import get_hardware_profile
-    from avatar.compose import PROFILE_ENV
+    from avatar.config.profiles import PROFILE_ENV
 
     return os.environ.get(PROFILE_ENV) or get_hardware_profile()
 
@@ -384,7 +384,7 @@ def bench_phases(runs: int) -> Section:
     lines = [
         f"CPU time (`time.process_time`) inside one run, median of {runs} runs each; "
         "interpreter start and exit are not included. Each phase is timed by wrapping the "
-        "function that runs it (`avatar.cli._prepare`, `Hydra.compose_config`, ...).",
+        "function that runs it (`avatar.cli.app.prepare`, `Hydra.compose_config`, ...).",
         "",
         "| phase | `python -m avatar` | hello-world app |",
         "| --- | --- | --- |",
@@ -503,7 +503,7 @@ def bench_load_config(repeats: int, claims: list[Claim]) -> Section:
     from hydra import compose, initialize_config_dir
 
     from avatar import load_config
-    from avatar.profiles import builtin_conf_dir
+    from avatar.config.files import builtin_conf_dir
 
     conf_dir = str(builtin_conf_dir())
     load_config()  # registers avatar's resolvers and stores profile/auto for the bare compose
@@ -556,7 +556,7 @@ import json, os, sys, time
 t0 = time.perf_counter()
 import avatar.hardware
 t1 = time.perf_counter()
-detection = avatar.hardware.detect_gpu()
+detection = avatar.hardware.detect.detect_gpu()
 t2 = time.perf_counter()
 print(json.dumps({"pid": os.getpid(), "import_s": t1 - t0, "detect_s": t2 - t1,
                   "gpus": len(detection.gpus), "backend": detection.backend}), flush=True)
@@ -566,9 +566,9 @@ sys.stdin.readline()
 CHILD_DETECT_TORCH = """
 import json, os, sys, time
 t0 = time.perf_counter()
-import avatar.torch_probe
+import avatar.hardware.torch_probe
 t1 = time.perf_counter()
-gpus = avatar.torch_probe.probe_gpus()  # imports torch, is_available(), mem_get_info()
+gpus = avatar.hardware.torch_probe.probe_gpus()  # imports torch, is_available(), mem_get_info()
 t2 = time.perf_counter()
 print(json.dumps({"pid": os.getpid(), "import_s": t1 - t0, "detect_s": t2 - t1,
                   "gpus": len(gpus), "backend": "torch"}), flush=True)

@@ -17,8 +17,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from avatar import InsufficientVRAMError, VRAMManager, load_config
+from avatar.cli.status_view import render_records
 from avatar.errors import AvatarUserError
-from avatar.status import render_records
 
 MIB = 1024 * 1024
 EXAMPLE_MODEL_MIB = 16  # the stand-in's size; a real model is what its stage declares

@@ -12,6 +12,7 @@ test runs with:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from collections.abc import Callable, Iterator
@@ -57,8 +58,8 @@ def isolate_from_host(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
         monkeypatch.delenv(name)
 
 
-@pytest.fixture(autouse=True)
-def restore_hydra_state() -> Iterator[None]:
+@contextlib.contextmanager
+def hydra_state_restored() -> Iterator[None]:
     """Restore Hydra's singletons (ConfigStore, GlobalHydra) and OmegaConf's resolvers.
 
     Like hydra's own `hydra_restore_singletons` fixture, but keeps the discovered
@@ -76,6 +77,13 @@ def restore_hydra_state() -> Iterator[None]:
         if plugins is not None:
             Singleton._instances[Plugins] = plugins
         BaseContainer._resolvers = state["omegaconf_resolvers"]
+
+
+@pytest.fixture(autouse=True)
+def restore_hydra_state() -> Iterator[None]:
+    """Every test leaves Hydra's and OmegaConf's global state as it found it."""
+    with hydra_state_restored():
+        yield
 
 
 @pytest.fixture

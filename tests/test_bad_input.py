@@ -21,7 +21,7 @@ from cli_helpers import (
 from fakes import FakeGPU
 from omegaconf import OmegaConf
 
-from avatar.profiles import builtin_conf_dir
+from avatar.config.files import builtin_conf_dir
 
 pytestmark = pytest.mark.slow
 

@@ -26,8 +26,8 @@ from fakes import FakeGPU, FakeNvmlModule
 from omegaconf import DictConfig, OmegaConf
 
 from avatar import load_config
-from avatar.compose import value_origin
-from avatar.profiles import builtin_conf_dir
+from avatar.config.files import builtin_conf_dir
+from avatar.config.origin import value_origin
 
 RTX_3080 = FakeGPU("NVIDIA GeForce RTX 3080", total_mib=10240, used_mib=300)
 RTX_4090 = FakeGPU("NVIDIA GeForce RTX 4090", total_mib=24564, used_mib=500)

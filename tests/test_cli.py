@@ -28,7 +28,9 @@ from fakes import FakeGPU, fake_nvml_env
 from omegaconf import DictConfig, OmegaConf
 
 import avatar
-from avatar.profiles import AUTO, builtin_conf_dir, profile_files
+from avatar.config.files import builtin_conf_dir
+from avatar.config.overrides import AUTO
+from avatar.config.profiles import profile_files
 
 pytestmark = pytest.mark.slow
 
@@ -222,7 +224,7 @@ def test_multirun_leaves_one_job_dir_per_combination_with_its_composed_config(
 def test_python_m_avatar_from_any_directory_runs_the_source_tree(tmp_path: Path) -> None:
     """No install needed: PYTHONPATH=<repo> and `python -m avatar` from elsewhere."""
     probe = subprocess.run(
-        [sys.executable, "-c", "import avatar.profiles as p; print(p.builtin_conf_dir())"],
+        [sys.executable, "-c", "import avatar.config.files as p; print(p.builtin_conf_dir())"],
         cwd=tmp_path,
         env=fake_nvml_env(None),
         capture_output=True,

@@ -17,11 +17,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from avatar import load_config
-from avatar.compose import PRIMARY_CONFIG, AutoProfile, explicit_profile, install
+from avatar.config.compose import register_config
+from avatar.config.files import PRIMARY_CONFIG, builtin_conf_dir
+from avatar.config.overrides import AUTO, explicit_profile
+from avatar.config.profiles import AutoProfile, profile_files
+from avatar.config.schema import validate
 from avatar.errors import ProfileError
-from avatar.hardware import GPUDetection, detect_gpu
-from avatar.profiles import AUTO, builtin_conf_dir, profile_files
-from avatar.schema import validate
+from avatar.hardware.detect import detect_gpu
+from avatar.hardware.types import GPUDetection
 
 CONF_DIR = builtin_conf_dir()
 PROFILE_FILES = {n: p for n, p in profile_files([CONF_DIR]).items() if n != AUTO}
@@ -53,7 +56,7 @@ def compose_with_hydra_api(
 ) -> DictConfig:
     """What an app that uses Hydra's compose API directly does: install, then compose."""
     auto = AutoProfile([CONF_DIR], detector=detector)
-    install(auto, explicit_profile=explicit_profile(overrides))
+    register_config(auto, explicit_profile=explicit_profile(overrides))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name=PRIMARY_CONFIG, overrides=list(overrides))
     validate(cfg)

@@ -21,8 +21,8 @@ import pytest
 from cli_helpers import run_avatar, status_profile, tree_snapshot, write_user_config
 from fakes import FakeCuda, FakeGPU, FakeNvmlModule, fake_torch
 
-from avatar import __version__, detect_gpu, load_config
-from avatar.status import build_status, render_status
+from avatar import detect_gpu, load_config
+from avatar.cli.status_view import build_status, render_status
 
 FakeNvml = Callable[..., FakeNvmlModule]
 RTX3080 = "NVIDIA GeForce RTX 3080"
@@ -53,7 +53,7 @@ def status_text(overrides: Sequence[str] = ()) -> str:
     """What `python -m avatar` prints, built in this process as cli._app builds it."""
     cfg = load_config(list(overrides))
     detection = detect_gpu(cfg.gpu_index)
-    report = build_status(cfg, detection=detection, reason="test", version=__version__)
+    report = build_status(cfg, detection=detection, reason="test")
     return render_status(report)
 
 
@@ -160,7 +160,7 @@ def test_nvml_failing_after_detection_reports_zeros_and_a_warning(
     detection = detect_gpu()
     nv.fail_on = call  # the driver goes away between detection and the VRAM query
 
-    report = build_status(cfg, detection=detection, reason="test", version=__version__)
+    report = build_status(cfg, detection=detection, reason="test")
     text = render_status(report)
 
     assert not report.vram.ok

@@ -128,7 +128,7 @@ PROBE = r"""
 import json, os, sys
 if sys.argv[1] == "status":
     sys.argv = ["avatar"]
-    from avatar.cli import main
+    from avatar.cli.app import main
     main()
 else:
     import torch

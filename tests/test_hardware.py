@@ -16,9 +16,12 @@ from fakes import FakeCuda, FakeGPU, FakeNvmlModule, fake_nvml_env, fake_torch
 from omegaconf import OmegaConf
 
 from avatar import detect_gpu, get_hardware_profile
+from avatar.config.files import builtin_conf_dir
+from avatar.config.profiles import load_profiles, pick_profile
 from avatar.errors import GPUSelectionError
-from avatar.hardware import GPUDetection, GPUInfo, choose_gpu, parse_visible_devices
-from avatar.profiles import builtin_conf_dir, load_profiles, pick_profile
+from avatar.hardware.detect import choose_gpu
+from avatar.hardware.types import GPUDetection, GPUInfo
+from avatar.hardware.visible import parse_visible_devices
 
 FakeNvml = Callable[..., FakeNvmlModule]
 GIB = 1024  # MiB: the "8 GB" is 8192 MiB

@@ -20,17 +20,10 @@ from cli_helpers import CPU_MODE_WARNING, run_avatar
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from avatar.compose import (
-    HYDRA_1_4,
-    OMEGACONF_2_4,
-    TRUSTED_TARGETS,
-    AutoProfile,
-    hydra_main_options,
-    install,
-    load_config,
-    register_resolver,
-)
-from avatar.profiles import builtin_conf_dir
+from avatar.config.compat import HYDRA_1_4, OMEGACONF_2_4, hydra_main_options, register_resolver
+from avatar.config.compose import TRUSTED_TARGETS, load_config, register_config
+from avatar.config.files import builtin_conf_dir
+from avatar.config.profiles import AutoProfile
 
 
 def test_the_version_flags_match_the_installed_libraries() -> None:
@@ -51,8 +44,8 @@ def test_install_run_twice_stores_its_configs_again_without_a_warning() -> None:
     auto = AutoProfile([builtin_conf_dir()])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        install(auto)
-        install(auto, explicit_profile="rtx3080")
+        register_config(auto)
+        register_config(auto, explicit_profile="rtx3080")
 
     stored = ConfigStore.instance().load("profile/auto.yaml").node
     assert list(stored.defaults) == ["rtx3080", "_self_"]

@@ -24,8 +24,8 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from avatar import load_config
+from avatar.config.files import builtin_conf_dir
 from avatar.errors import ConfigFileError, ConfigValueError
-from avatar.profiles import builtin_conf_dir
 
 CONF_DIR = builtin_conf_dir()
 GTX_1650 = FakeGPU("NVIDIA GeForce GTX 1650", total_mib=4096, used_mib=300)
@@ -232,10 +232,11 @@ import json, sys
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from avatar import load_config
-from avatar.compose import AutoProfile, install
-from avatar.profiles import builtin_conf_dir
+from avatar.config.compose import register_config
+from avatar.config.files import builtin_conf_dir
+from avatar.config.profiles import AutoProfile
 
-install(AutoProfile([builtin_conf_dir()]))
+register_config(AutoProfile([builtin_conf_dir()]))
 
 @hydra.main(version_base="1.3", config_path=str(builtin_conf_dir()), config_name="config")
 def app(cfg):

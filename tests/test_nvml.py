@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fakes import FakeGPU, fake_nvml_env, fake_pynvml
 
-from avatar.nvml import Nvml, NvmlError
+from avatar.hardware.nvml import Nvml, NvmlError
 
 # An idle card as a driver >= R510 reports it: nothing used, 615 MiB kept by the driver.
 IDLE_H200 = dict(name="NVIDIA H200", total_mib=143771, used_mib=0, reserved_mib=615)
@@ -130,12 +130,6 @@ def test_session_shuts_nvml_down_once_even_when_closed_twice() -> None:
 
     assert nv.initialized == 0
     assert nv.calls.count("nvmlShutdown") == 1
-
-
-def test_compute_process_pids_lists_processes_holding_a_context() -> None:
-    gpu = FakeGPU("RTX 3080", 10240, process_pids=(4242, 4343))
-    with Nvml(fake_pynvml([gpu])) as nvml:
-        assert nvml.compute_process_pids(nvml.handle(0)) == [4242, 4343]
 
 
 # --------------------------------------------------- the drop-in pynvml for subprocesses

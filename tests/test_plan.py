@@ -16,11 +16,11 @@ from fakes import FakeGPU, FakeNvmlModule
 from omegaconf import DictConfig
 
 from avatar import load_config, stage_need_mib
+from avatar.cli.status_view import build_status, render_status
 from avatar.errors import ConfigValueError
-from avatar.hardware import detect_gpu
-from avatar.plan import VRAMBudget, budget_for, make_plan, plan_for
-from avatar.status import build_status, render_status
-from avatar.vram import VRAMStatus
+from avatar.hardware.detect import detect_gpu
+from avatar.vram.plan import VRAMBudget, budget_for, make_plan, plan_and_suggest
+from avatar.vram.status import VRAMStatus
 
 GTX_1650 = FakeGPU("NVIDIA GeForce GTX 1650", total_mib=4096, used_mib=300)
 
@@ -143,7 +143,7 @@ def test_the_stages_need_not_fit_together_only_one_at_a_time() -> None:
 def test_a_stage_that_does_not_fit_gets_a_lighter_option_and_a_smaller_profile_suggested() -> None:
     cfg = load_config(["profile=rtx3080"])  # forced onto a 4 GB card
 
-    plan = plan_for(cfg, vram(total_mib=4096, free_mib=3796))
+    plan = plan_and_suggest(cfg, vram(total_mib=4096, free_mib=3796))
 
     assert plan.fits is False
     lipsync = plan.rows[1]
@@ -157,7 +157,7 @@ def test_a_stage_that_does_not_fit_gets_a_lighter_option_and_a_smaller_profile_s
 def test_without_a_gpu_a_gpu_profile_is_planned_against_its_nominal_card_and_says_so() -> None:
     cfg = load_config(["profile=rtx3080"])
 
-    plan = plan_for(cfg, None)
+    plan = plan_and_suggest(cfg, None)
 
     assert plan.budget.measured is False
     assert plan.budget.available_mib == cfg.profile.nominal_vram_mib
@@ -169,7 +169,7 @@ def test_without_a_gpu_a_gpu_profile_is_planned_against_its_nominal_card_and_say
 def test_a_failed_vram_query_leaves_the_plan_unchecked() -> None:
     cfg = load_config(["profile=rtx3080"])
 
-    plan = plan_for(cfg, vram(0, 0, ok=False))
+    plan = plan_and_suggest(cfg, vram(0, 0, ok=False))
 
     assert plan.fits is None
     assert {r.fits for r in plan.rows} == {None}
@@ -179,7 +179,7 @@ def test_a_failed_vram_query_leaves_the_plan_unchecked() -> None:
 def test_the_cpu_profile_runs_cpu_capable_stages_and_needs_no_vram() -> None:
     cfg = load_config(["profile=cpu"])
 
-    plan = plan_for(cfg, None)
+    plan = plan_and_suggest(cfg, None)
 
     assert {r.device for r in plan.rows} == {"cpu"}
     assert plan.fits is True and plan.peak_need_mib == 0
@@ -188,7 +188,7 @@ def test_the_cpu_profile_runs_cpu_capable_stages_and_needs_no_vram() -> None:
 def test_a_gpu_only_stage_under_the_cpu_profile_cannot_run_and_a_cpu_option_is_named() -> None:
     cfg = load_config(["profile=cpu", "lipsync=musetalk"])
 
-    plan = plan_for(cfg, None)
+    plan = plan_and_suggest(cfg, None)
 
     assert plan.fits is False
     assert plan.verdict.startswith("CANNOT RUN")
@@ -212,7 +212,7 @@ def test_status_shows_the_plan_and_its_verdict_for_the_fake_gpu(
     fake_nvml([GTX_1650])
     cfg = load_config(["profile=rtx3080"])
 
-    report = build_status(cfg, detection=detect_gpu(), reason="test", version="0")
+    report = build_status(cfg, detection=detect_gpu(), reason="test")
     text = render_status(report)
 
     assert report.plan is not None and report.check.fits is False
@@ -229,7 +229,7 @@ def test_status_shows_the_plan_and_its_verdict_for_the_fake_gpu(
 def test_status_without_a_gpu_plans_the_forced_profile_against_its_nominal_vram() -> None:
     cfg = load_config(["profile=rtx3080"])
 
-    report = build_status(cfg, detection=detect_gpu(), reason="test", version="0")
+    report = build_status(cfg, detection=detect_gpu(), reason="test")
     text = render_status(report)
 
     assert f"nominal card, {cfg.profile.nominal_vram_mib} MiB" in text

@@ -11,15 +11,10 @@ from fakes import FakeGPU, FakeNvmlModule
 from omegaconf import OmegaConf
 
 from avatar import get_hardware_profile, load_config
+from avatar.config.files import builtin_conf_dir
+from avatar.config.profiles import load_profiles, pick_profile, profile_files, read_profile
 from avatar.errors import ConfigFileError, ProfileError
-from avatar.hardware import GPUDetection, GPUInfo
-from avatar.profiles import (
-    builtin_conf_dir,
-    load_profiles,
-    pick_profile,
-    profile_files,
-    read_profile,
-)
+from avatar.hardware.types import GPUDetection, GPUInfo
 
 FakeNvml = Callable[..., FakeNvmlModule]
 BUILTIN = builtin_conf_dir()

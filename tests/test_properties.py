@@ -24,9 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from avatar import VRAMManager, detect_gpu, load_config
-from avatar.hardware import GPUDetection, GPUInfo
-from avatar.nvml import Nvml
-from avatar.profiles import ProfileSpec, builtin_conf_dir, load_profiles, pick_profile
+from avatar.config.files import builtin_conf_dir
+from avatar.config.profiles import ProfileSpec, load_profiles, pick_profile
+from avatar.hardware.nvml import Nvml
+from avatar.hardware.types import GPUDetection, GPUInfo
 
 FakeNvml = Callable[..., FakeNvmlModule]
 FIXTURES_PER_EXAMPLE = [HealthCheck.function_scoped_fixture]  # fakes are re-installed per example

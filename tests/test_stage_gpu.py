@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from avatar import InsufficientVRAMError, VRAMManager, load_config, stage_need_mib
-from avatar.stage import RETURN_TOLERANCE_MIB
+from avatar.vram.stage import RETURN_TOLERANCE_MIB
 
 pytestmark = pytest.mark.gpu
 

@@ -17,11 +17,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf
 
 from avatar import load_config
-from avatar.compose import AutoProfile
-from avatar.errors import ConfigValueError
-from avatar.hardware import GPUDetection, detect_gpu
-from avatar.profiles import builtin_conf_dir
-from avatar.report import (
+from avatar.cli.report import (
     STATUS_FILE,
     SUMMARY_JSON_FILE,
     SUMMARY_TEXT_FILE,
@@ -30,8 +26,13 @@ from avatar.report import (
     status_document,
     write_summary,
 )
-from avatar.status import StatusReport, build_status
-from avatar.sweep import SweepSummary, finish_sweep, write_job_status
+from avatar.cli.status_view import StatusReport, build_status
+from avatar.cli.sweep import SweepSummary, finish_sweep, write_job_status
+from avatar.config.files import builtin_conf_dir
+from avatar.config.profiles import AutoProfile
+from avatar.errors import ConfigValueError
+from avatar.hardware.detect import detect_gpu
+from avatar.hardware.types import GPUDetection
 
 RTX_3080_BUSY = FakeGPU("NVIDIA GeForce RTX 3080", total_mib=10240, used_mib=4000)
 RTX_2060 = FakeGPU("NVIDIA GeForce RTX 2060", total_mib=6144, used_mib=400)
@@ -62,7 +63,7 @@ def hydra_node(job_dir: Path, *, choice: str, overrides: list[str], num: int = 0
 
 def one_card_report(overrides: list[str], reason: str) -> tuple[DictConfig, StatusReport]:
     cfg = load_config(overrides)
-    return cfg, build_status(cfg, detection=detect_gpu(), reason=reason, version="test")
+    return cfg, build_status(cfg, detection=detect_gpu(), reason=reason)
 
 
 def detector_for(card: FakeGPU | None) -> Callable[[int | None], GPUDetection]:
@@ -76,7 +77,7 @@ def detector_for(card: FakeGPU | None) -> Callable[[int | None], GPUDetection]:
 
 
 def as_info(card: FakeGPU) -> Any:
-    from avatar.hardware import GPUInfo
+    from avatar.hardware.types import GPUInfo
 
     return GPUInfo(0, card.name, card.total_mib, card.used_mib, card.free_mib, card.uuid, 0)
 
@@ -173,7 +174,7 @@ def test_submitit_local_hiding_the_gpu_is_named_with_the_fix(
     fake_nvml([RTX_3080_BUSY])
     submitit_env = {"SUBMITIT_EXECUTOR": "local", "CUDA_VISIBLE_DEVICES": ""}
     cfg = load_config(["profile=rtx3080"])
-    report = build_status(cfg, detection=detect_gpu(env=submitit_env), reason="x", version="test")
+    report = build_status(cfg, detection=detect_gpu(env=submitit_env), reason="x")
 
     note = hidden_gpu_note(report, "gpu", submitit_env)
 
@@ -184,7 +185,7 @@ def test_submitit_local_hiding_the_gpu_is_named_with_the_fix(
 
 def test_no_hint_about_submitit_where_there_is_no_gpu_at_all() -> None:
     cfg = load_config(["profile=rtx3080"])
-    report = build_status(cfg, detection=detect_gpu(), reason="x", version="test")  # no driver
+    report = build_status(cfg, detection=detect_gpu(), reason="x")  # no driver
     submitit_env = {"SUBMITIT_EXECUTOR": "local", "CUDA_VISIBLE_DEVICES": ""}
 
     note = hidden_gpu_note(report, "gpu", submitit_env)
@@ -194,7 +195,7 @@ def test_no_hint_about_submitit_where_there_is_no_gpu_at_all() -> None:
 
 def test_a_fit_checked_without_a_gpu_is_marked_nominal(tmp_path: Path) -> None:
     cfg = load_config(["profile=rtx3080"])
-    report = build_status(cfg, detection=detect_gpu(), reason="x", version="test")  # no driver
+    report = build_status(cfg, detection=detect_gpu(), reason="x")  # no driver
     write_job(tmp_path, 0, **status_document(job={"num": 0, "overrides": []}, report=report))
 
     (row,) = collect_jobs(tmp_path)

@@ -23,13 +23,14 @@ from fakes import FakeGPU, FakeNvmlModule
 from hydra import compose, initialize_config_dir
 
 from avatar import load_config
-from avatar.compose import PRIMARY_CONFIG, AutoProfile, install
+from avatar.cli.report import STATUS_FILE, SUMMARY_JSON_FILE, SUMMARY_TEXT_FILE
+from avatar.cli.status_view import build_status
+from avatar.cli.sweep import check_launcher
+from avatar.config.compose import register_config
+from avatar.config.files import PRIMARY_CONFIG, builtin_conf_dir
+from avatar.config.profiles import AutoProfile
 from avatar.errors import AvatarUserError
-from avatar.hardware import detect_gpu
-from avatar.profiles import builtin_conf_dir
-from avatar.report import STATUS_FILE, SUMMARY_JSON_FILE, SUMMARY_TEXT_FILE
-from avatar.status import build_status
-from avatar.sweep import check_launcher
+from avatar.hardware.detect import detect_gpu
 
 # A 10 GiB card with 7000 MiB in use: what fits in the rest depends on the profile.
 RTX_3080_BUSY = FakeGPU("NVIDIA GeForce RTX 3080", total_mib=10240, used_mib=7000)
@@ -39,7 +40,7 @@ def fits_in_process(profile: str, fake_nvml: Callable[..., FakeNvmlModule]) -> b
     """What status itself says about `profile` on RTX_3080_BUSY: the expected verdict."""
     fake_nvml([RTX_3080_BUSY])
     cfg = load_config([f"profile={profile}"])
-    return build_status(cfg, detection=detect_gpu(), reason="", version="").check.fits
+    return build_status(cfg, detection=detect_gpu(), reason="").check.fits
 
 
 def sweep_dir(cwd: Path) -> Path:
@@ -193,7 +194,7 @@ SLURM_KEYS = {  # the template's plain keys, and a value a user might set
 
 @pytest.mark.parametrize(("key", "value"), SLURM_KEYS.items())
 def test_slurm_template_key_is_overridable_through_the_compose_api(key: str, value: Any) -> None:
-    install(AutoProfile([builtin_conf_dir()]), explicit_profile="cpu")
+    register_config(AutoProfile([builtin_conf_dir()]), explicit_profile="cpu")
     with initialize_config_dir(config_dir=str(builtin_conf_dir()), version_base="1.3"):
         default = compose(PRIMARY_CONFIG, ["profile=cpu", "hydra/launcher=slurm"], True)
         changed = compose(

@@ -14,7 +14,7 @@ import pytest
 from fakes import FakeCuda, FakeGPU, FakeNvmlModule, fake_torch
 
 from avatar import VRAMManager, detect_gpu
-from avatar.vram import DEFAULT_SAFETY_MARGIN_MIB
+from avatar.vram.status import DEFAULT_SAFETY_MARGIN_MIB
 
 FakeNvml = Callable[..., FakeNvmlModule]
 FakeTorchCuda = Callable[..., FakeCuda]

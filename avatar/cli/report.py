@@ -61,8 +61,11 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from avatar.profiles import ProfileChoice
-from avatar.status import StatusReport
+from avatar.cli.status_view import StatusReport
+from avatar.cli.tables import fits_word, render_table
+from avatar.config.profiles import ProfileChoice
+from avatar.config.schema import Accelerator
+from avatar.version import __version__
 
 SCHEMA_VERSION = 1
 STATUS_FILE = "status.json"
@@ -93,18 +96,17 @@ def profile_mismatch(
 
 
 def hidden_gpu_note(
-    report: StatusReport, profile_accelerator: str, env: Mapping[str, str]
+    report: StatusReport, profile_accelerator: Accelerator | None, env: Mapping[str, str]
 ) -> str | None:
     """Why a GPU profile's fit could not be checked in this job, when no GPU was visible.
 
     submitit's local executor sets CUDA_VISIBLE_DEVICES to the job's share of GPUs,
     which is none unless `hydra.launcher.gpus_per_node` is set: a trap worth naming.
     """
-    if profile_accelerator != "gpu" or not report.detection.cpu_mode:
+    if profile_accelerator is not Accelerator.gpu or not report.detection.cpu_mode:
         return None
     note = f"no GPU visible to this job ({report.detection.note})"
-    hidden_by_env = "CUDA_VISIBLE_DEVICES" in report.detection.note  # GPUs there, not visible
-    if hidden_by_env and env.get("SUBMITIT_EXECUTOR") == "local":
+    if report.detection.hidden_by_visible_devices and env.get("SUBMITIT_EXECUTOR") == "local":
         note += (
             "; submitit_local gives its jobs no GPU unless asked: add "
             "hydra.launcher.gpus_per_node=1"
@@ -122,16 +124,13 @@ def status_document(
     own_choice: ProfileChoice | None = None,
     own_choice_error: str | None = None,
     notes: Sequence[str] = (),
-    version: str | None = None,
 ) -> dict[str, Any]:
     """The status.json content (shape in the module docstring). Pure: no I/O."""
-    from avatar import __version__
-
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "ok": error is None,
         "error": error,
-        "avatar_version": version or __version__,
+        "avatar_version": __version__,
         "job": dict(job),
         "profile": None,
         "settings": None,
@@ -165,7 +164,7 @@ def status_document(
     d = report.detection
     chosen_index = d.chosen.index if d.chosen is not None else None
     doc["hardware"] = {
-        "backend": d.backend,
+        "backend": d.backend.value,
         "cpu_mode": d.cpu_mode,
         "device": d.device,
         "note": d.note,
@@ -243,8 +242,8 @@ class JobRow:
         if not self.ok:
             return "FAILED"
         if self.fits is None:
-            return "n/a"
-        return ("yes" if self.fits else "NO") + ("" if self.fit_measured else " (nominal)")
+            return fits_word(None)
+        return fits_word(self.fits) + ("" if self.fit_measured else " (nominal)")
 
     @property
     def profile_text(self) -> str:
@@ -381,13 +380,7 @@ def render_summary(summary: Summary) -> str:
         )
         for j in jobs
     ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [c.ljust(w) for c, w in zip(cells[:-1], widths, strict=True)]
-        return "  ".join([*padded, cells[-1]]).rstrip()
-
-    lines += [line(header), *(line(r) for r in rows)]
+    lines += render_table(header, rows)
     details = [j for j in jobs if j.detail and j.detail != _clip(j.note, NOTE_WIDTH)]
     if details:
         lines += ["", "Notes in full:"]

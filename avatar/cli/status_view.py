@@ -7,20 +7,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 import omegaconf
 from omegaconf import DictConfig
 
-from avatar.compose import override_values
-from avatar.hardware import GPUDetection, GPUInfo
-from avatar.plan import Plan, plan_for
-from avatar.profiles import PROFILE_GROUP
-from avatar.schema import plain_value
-from avatar.stage import StageRecord
-from avatar.vram import VRAMManager, VRAMStatus
+from avatar.cli.tables import fits_word, render_table
+from avatar.config.overrides import AUTO, PROFILE_GROUP, override_values
+from avatar.config.schema import plain_value
+from avatar.hardware.types import GPUDetection, GPUInfo
+from avatar.version import __version__
+from avatar.vram.manager import VRAMManager
+from avatar.vram.plan import Plan, plan_and_suggest
+from avatar.vram.stage import StageRecord
+from avatar.vram.status import VRAMStatus
 
 BAR_WIDTH = 24
 
@@ -44,22 +46,20 @@ class StatusReport:
     vram: VRAMStatus
     check: VRAMCheck
     plan: Plan | None = None  # the stages at the active settings, and whether they fit
-    # Stages a script ran in this process (VRAMManager.records), if it passed them.
-    stage_records: tuple[StageRecord, ...] = field(default_factory=tuple)
 
 
 def profile_reason(
     cfg: DictConfig, choice: str, task_overrides: list[str], config_name: str
 ) -> str:
     """Why the active profile is active, from the Hydra runtime info."""
-    if choice == "auto":
+    if choice == AUTO:
         return str(cfg.profile.selected_by)
     if override_values(task_overrides, PROFILE_GROUP) is not None:
         return "set on the command line"
     return f"set in config {config_name!r}"
 
 
-def check_vram(plan: Plan) -> VRAMCheck:
+def vram_verdict(plan: Plan) -> VRAMCheck:
     """The plan's verdict in one line: the profile's need is its largest stage's."""
     if plan.budget.device == "cpu" and plan.fits is not False:
         return VRAMCheck(None, f"{plan.budget.note}: no VRAM needed")
@@ -71,9 +71,7 @@ def build_status(
     *,
     detection: GPUDetection,
     reason: str,
-    version: str,
     conf_dirs: Sequence[Path] | None = None,
-    stage_records: Sequence[StageRecord] = (),
 ) -> StatusReport:
     """Gather the status. `conf_dirs` are searched for lighter stage options and
     profiles to suggest when a stage does not fit (avatar's own by default)."""
@@ -82,8 +80,8 @@ def build_status(
         vram = manager.get_status()
     finally:
         manager.close()
-    plan = plan_for(cfg, None if manager.cpu_mode else vram, conf_dirs)
-    check = check_vram(plan)
+    plan = plan_and_suggest(cfg, None if manager.cpu_mode else vram, conf_dirs)
+    check = vram_verdict(plan)
     settings = {
         "precision": plain_value(cfg.precision),
         "quality": plain_value(cfg.quality),
@@ -93,7 +91,7 @@ def build_status(
         "device": detection.device,
     }
     return StatusReport(
-        version=version,
+        version=__version__,
         detection=detection,
         profile_name=str(cfg.profile.name),
         profile_description=str(cfg.profile.description),
@@ -102,7 +100,6 @@ def build_status(
         vram=vram,
         check=check,
         plan=plan,
-        stage_records=tuple(stage_records),
     )
 
 
@@ -151,21 +148,7 @@ def render_status(report: StatusReport) -> str:
         lines += ["", "Plan (stages load one at a time, so the largest must fit)"]
         lines += render_plan(report.plan)
     lines += ["", "VRAM check", f"  {report.check.message}"]
-    if report.stage_records:
-        lines += ["", "Stages run", *render_records(report.stage_records)]
     return "\n".join(lines)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return [
-        "  "
-        + "  ".join(
-            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
-            for i, cell in enumerate(row)
-        ).rstrip()
-        for row in [header, *rows]
-    ]
 
 
 def render_plan(plan: Plan) -> list[str]:
@@ -173,10 +156,11 @@ def render_plan(plan: Plan) -> list[str]:
     rows = []
     for r in plan.rows:
         need = "-" if r.need_mib is None else f"{r.need_mib} MiB"
-        fits = {True: "yes", False: "NO", None: "n/a"}[r.fits]
-        rows.append([r.stage, r.option, r.model, r.device, r.precision, need, fits, r.note])
+        rows.append(
+            [r.stage, r.option, r.model, r.device, r.precision, need, fits_word(r.fits), r.note]
+        )
     header = ["stage", "option", "model", "runs on", "precision", "VRAM need", "fits", ""]
-    lines = _table(header, rows, right={5})
+    lines = render_table(header, rows, indent="  ", right={5})
     lines.append(f"  against: {plan.budget.note}")
     lines.append(f"  safety margin: {plan.safety_margin_mib} MiB kept free")
     return lines
@@ -195,10 +179,10 @@ def render_records(records: Sequence[StageRecord]) -> list[str]:
             mib(r.required_mib),
             mib(r.peak_mib),
             mib(r.stayed_mib),
-            {True: "yes", False: "NO", None: "n/a"}[r.returned],
+            fits_word(r.returned),
             r.error or "",
         ]
         for r in records
     ]
     header = ["stage", "device", "required", "peak", "stayed", "returned", ""]
-    return _table(header, rows, right={2, 3, 4})
+    return render_table(header, rows, indent="  ", right={2, 3, 4})

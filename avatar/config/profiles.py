@@ -7,20 +7,24 @@ auto-pickable with no code change. `pick_profile` is the pure decision.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from yaml import YAMLError
 
+from avatar.config.files import builtin_conf_dir, group_files
+from avatar.config.overrides import AUTO, PROFILE_GROUP
+from avatar.config.schema import Accelerator, ProfileConfig
 from avatar.errors import ConfigFileError, ProfileError
-from avatar.hardware import GPUDetection, detect_gpu
-from avatar.schema import Accelerator, ProfileConfig
+from avatar.hardware.detect import detect_gpu
+from avatar.hardware.types import GPUDetection
 
-PROFILE_GROUP = "profile"
-AUTO = "auto"
+PROFILE_ENV = "AVATAR_PROFILE"
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class ProfileSpec:
 
     name: str  # the option name (file stem), what `profile=<name>` selects
     description: str
-    accelerator: str  # gpu | cpu
+    accelerator: Accelerator
     vram_min_mib: int | None
     path: Path
 
@@ -38,24 +42,6 @@ class ProfileSpec:
 class ProfileChoice:
     name: str
     reason: str  # shown by status, e.g. "auto: 10240 MiB on GPU 0 (RTX 3080) >= 8192 -> rtx3080"
-
-
-def builtin_conf_dir() -> Path:
-    """avatar's own config dir: avatar/conf in an installed wheel, conf/ in a source tree."""
-    here = Path(__file__).resolve().parent
-    installed = here / "conf"
-    return installed if (installed / "config.yaml").is_file() else here.parent / "conf"
-
-
-def group_files(group: str, conf_dirs: Iterable[Path]) -> dict[str, Path]:
-    """Option name -> file for one config group. The first dir wins, as in Hydra's search path."""
-    found: dict[str, Path] = {}
-    for conf_dir in conf_dirs:
-        folder = Path(conf_dir) / group
-        if folder.is_dir():
-            for path in sorted(folder.glob("*.yaml")):
-                found.setdefault(path.stem, path)
-    return found
 
 
 def profile_files(conf_dirs: Iterable[Path]) -> dict[str, Path]:
@@ -90,7 +76,7 @@ def read_profile(path: Path) -> ProfileSpec:
         spec = ProfileSpec(
             name=path.stem,
             description=merged.description,
-            accelerator=merged.accelerator.value,
+            accelerator=merged.accelerator,
             vram_min_mib=vram_min,
             path=path,
         )
@@ -110,7 +96,7 @@ def read_profile(path: Path) -> ProfileSpec:
             f"Profile file {path} sets name: {declared_name}, but the option it defines is "
             f"{spec.name!r} (its file name); set name: {spec.name}."
         )
-    if spec.accelerator == Accelerator.gpu.value and spec.vram_min_mib is None:
+    if spec.accelerator is Accelerator.gpu and spec.vram_min_mib is None:
         raise ConfigFileError(
             f"Profile file {path} is a gpu profile without vram_min_mib; set the total VRAM "
             "(MiB) a GPU needs for this profile to be auto-picked, e.g. vram_min_mib: 8192."
@@ -132,7 +118,7 @@ def pick_profile(profiles: Sequence[ProfileSpec], detection: GPUDetection) -> Pr
         fitting = [
             p
             for p in profiles
-            if p.accelerator == Accelerator.gpu.value
+            if p.accelerator is Accelerator.gpu
             and p.vram_min_mib is not None
             and gpu.total_mib >= p.vram_min_mib
         ]
@@ -143,7 +129,7 @@ def pick_profile(profiles: Sequence[ProfileSpec], detection: GPUDetection) -> Pr
                 f"auto: {gpu.total_mib:.0f} MiB on GPU {gpu.index} ({gpu.name}) "
                 f">= {best.vram_min_mib} -> {best.name}",
             )
-    cpu_profiles = sorted(p.name for p in profiles if p.accelerator == Accelerator.cpu.value)
+    cpu_profiles = sorted(p.name for p in profiles if p.accelerator is Accelerator.cpu)
     if not cpu_profiles:
         raise ProfileError(
             "No CPU profile found (a profile file with accelerator: cpu), so there is nothing "
@@ -166,3 +152,77 @@ def get_hardware_profile(
     """
     dirs = list(conf_dirs) if conf_dirs is not None else [builtin_conf_dir()]
     return pick_profile(load_profiles(dirs), detection or detect_gpu()).name
+
+
+class AutoProfile:
+    """Answers "which profile fits this machine" once per process (detection is cached)."""
+
+    def __init__(
+        self,
+        conf_dirs: Sequence[Path],
+        *,
+        gpu_index: int | None = None,
+        env: Mapping[str, str] | None = None,
+        detector: Callable[[int | None], GPUDetection] = detect_gpu,
+    ) -> None:
+        self.conf_dirs = list(conf_dirs)
+        self.gpu_index = gpu_index
+        self._env = os.environ if env is None else env
+        self._detector = detector
+
+    @cached_property
+    def detection(self) -> GPUDetection:
+        return self._detector(self.gpu_index)
+
+    @cached_property
+    def profiles(self) -> list[ProfileSpec]:
+        return load_profiles(self.conf_dirs)
+
+    @cached_property
+    def choice(self) -> ProfileChoice:
+        forced = self._env.get(PROFILE_ENV, "").strip()
+        if forced and forced != AUTO:
+            names = sorted(n for n in profile_files(self.conf_dirs) if n != AUTO)
+            if forced not in names:
+                raise ProfileError(
+                    f"{PROFILE_ENV}={forced!r} is not a profile. Allowed: {', '.join(names)} "
+                    f"(files in the profile/ folder of {_dir_list(self.conf_dirs)}), or 'auto'. "
+                    f"Unset {PROFILE_ENV} to pick the profile from the detected VRAM."
+                )
+            return ProfileChoice(forced, f"set by {PROFILE_ENV}={forced}")
+        return pick_profile(self.profiles, self.detection)
+
+    def table(self) -> str:
+        """The profiles and their thresholds, one line each, for `--help`."""
+        rows = sorted(self.profiles, key=lambda p: (p.vram_min_mib is None, -(p.vram_min_mib or 0)))
+        lines = []
+        for p in rows:
+            need = "no GPU" if p.vram_min_mib is None else f">= {p.vram_min_mib} MiB"
+            lines.append(f"  {p.name:<10} {need:<14} {p.description}")
+        return "\n".join(lines)
+
+
+def _dir_list(dirs: Sequence[Path]) -> str:
+    return " and ".join(str(d) for d in dirs)
+
+
+def check_profile_overrides(overrides: Sequence[str], conf_dirs: Sequence[Path]) -> None:
+    """`profile=X` (or a sweep `profile=a,b`) must name profile files that exist.
+
+    Checked before composition so the message matches AVATAR_PROFILE's; sweep
+    functions such as `glob(*)` are left to Hydra.
+    """
+    names: list[str] | None = None
+    for override in overrides:
+        key, sep, value = override.lstrip("+").partition("=")
+        if not sep or key != PROFILE_GROUP or any(c in value for c in "()[]{}$*'\""):
+            continue
+        if names is None:
+            names = sorted({*profile_files(conf_dirs), AUTO})
+        for option in (v.strip() for v in value.split(",")):
+            if option not in names:
+                raise ProfileError(
+                    f"profile={option!r} is not a profile. Allowed: {', '.join(names)} (files "
+                    f"in the profile/ folder of {_dir_list(conf_dirs)}; auto picks one from the "
+                    "detected VRAM)."
+                )

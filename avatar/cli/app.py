@@ -13,8 +13,7 @@ import gc
 import logging
 import os
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import hydra
@@ -22,83 +21,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from avatar import __version__
-from avatar.compose import (
-    PRIMARY_CONFIG,
-    TRUSTED_TARGETS,
-    AutoProfile,
-    check_profile_overrides,
-    check_user_config,
-    explicit_profile,
-    gpu_index_override,
-    hydra_main_options,
-    install,
-    user_config_path,
-    validate_where_set,
-)
-from avatar.errors import AvatarUserError, ConfigFileError, ConfigValueError
-from avatar.nvml import Nvml, NvmlError
-from avatar.profiles import builtin_conf_dir
-from avatar.schema import AvatarConfig
-from avatar.status import build_status, profile_reason, render_status
-from avatar.sweep import check_launcher, finish_sweep, job_conf_dirs, write_job_status
+from avatar.cli.argv import PreParse, preparse
+from avatar.cli.status_view import build_status, profile_reason, render_status
+from avatar.cli.sweep import check_launcher, finish_sweep, job_conf_dirs, write_job_status
+from avatar.config.compat import hydra_main_options
+from avatar.config.compose import TRUSTED_TARGETS, register_config
+from avatar.config.files import PRIMARY_CONFIG, builtin_conf_dir
+from avatar.config.origin import validate_where_set
+from avatar.config.overrides import check_override_syntax, explicit_profile, gpu_index_override
+from avatar.config.profiles import AutoProfile, check_profile_overrides
+from avatar.config.user_file import check_user_config, user_config_path
+from avatar.errors import AvatarUserError, ConfigFileError
+from avatar.hardware.nvml import Nvml, NvmlError
+from avatar.version import __version__
 
 log = logging.getLogger("avatar")
-
-# Hydra's flags that take a value (argparse consumes the next argument), so
-# pre-parsing can tell a flag's value from an override.
-_VALUE_FLAGS = {"--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp"}
-_VALUE_FLAGS |= {"--cfg", "-c", "--package", "-p", "--experimental-rerun"}
-# --info takes an optional value: the next argument unless it is a flag.
-_OPTIONAL_VALUE_FLAGS = {"--info", "-i"}
-
-
-@dataclass
-class PreParse:
-    """What main() needs from argv before Hydra runs; argv itself is not rewritten."""
-
-    config_dir: str | None = None
-    config_path: str | None = None
-    config_name: str | None = None
-    config_name_at: int | None = None  # the argv index of the argument holding the name
-    config_name_prefix: str = ""  # "--config-name=" when the name was given inline
-    overrides: list[str] = field(default_factory=list)
-
-
-def preparse(argv: list[str]) -> PreParse:
-    pre = PreParse()
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        flag, eq, inline = arg.partition("=")
-        if arg.startswith("-") and flag in _VALUE_FLAGS | _OPTIONAL_VALUE_FLAGS:
-            value: str | None
-            at, prefix = i, f"{flag}="
-            if eq:
-                value = inline
-            elif i + 1 < len(argv) and not (
-                flag in _OPTIONAL_VALUE_FLAGS and argv[i + 1].startswith("-")
-            ):
-                i += 1
-                value, at, prefix = argv[i], i, ""
-            else:
-                value = None
-            if flag in ("--config-dir", "-cd"):
-                pre.config_dir = value
-            elif flag in ("--config-path", "-cp"):
-                pre.config_path = value
-            elif flag in ("--config-name", "-cn"):
-                pre.config_name, pre.config_name_at, pre.config_name_prefix = value, at, prefix
-        elif not arg.startswith("-"):
-            pre.overrides.append(arg)
-        i += 1
-    return pre
-
-
-class _Session:
-    """What main() prepared, for the task function in the same process."""
-
-    auto: AutoProfile | None = None
 
 
 def _conf_dirs(pre: PreParse) -> list[Path]:
@@ -106,43 +43,6 @@ def _conf_dirs(pre: PreParse) -> list[Path]:
     if pre.config_dir:
         dirs.append(Path(pre.config_dir).resolve())
     return dirs
-
-
-def check_override_syntax(overrides: list[str]) -> None:
-    """Parse the overrides as Hydra will, so a malformed one gets a message in avatar's words.
-
-    Hydra's parser reports e.g. "missing EQUAL at '<EOF>'" for `steps`.
-    """
-    if not overrides:
-        return
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
-    parser = OverridesParser.create()
-    avatar_keys = {f.name for f in fields(AvatarConfig)}
-    for text in overrides:
-        try:
-            (override,) = parser.parse_overrides([text])
-        except OverrideParseException as exc:
-            key = text.lstrip("+~").partition("=")[0] or "KEY"
-            if "=" not in text and not text.startswith("~"):
-                problem = f"it has no value ({key}=VALUE)"
-            else:
-                detail = str(exc).splitlines()
-                said = next((d for d in detail if not d.startswith(("Error parsing", "See "))), "")
-                problem = f"it is not valid override syntax ({said.strip()})"
-            raise ConfigValueError(
-                f"Cannot read the command-line override {text!r}: {problem}. An override is "
-                "KEY=VALUE, for example steps=30 or profile=low_vram; quote a value with spaces "
-                "or brackets ('key=\"a b\"'), and sweep with -m KEY=A,B."
-            ) from exc
-        root = override.key_or_group.split(".")[0].split("/")[0]
-        if override.is_delete() and root in avatar_keys:
-            raise ConfigValueError(
-                f"The override {text!r} deletes {override.key_or_group!r}, which avatar needs. "
-                f"Set a value instead ({override.key_or_group}=VALUE), or leave it out to keep "
-                "the default."
-            )
 
 
 def _check_config_dirs(pre: PreParse) -> None:
@@ -160,7 +60,10 @@ def _check_config_dirs(pre: PreParse) -> None:
         )
 
 
-def _prepare(argv: list[str]) -> None:
+def prepare(argv: list[str]) -> AutoProfile:
+    """Everything before Hydra composes: check the command line and a user's config file,
+    register the resolvers and store the auto profile. Returns the auto choice (its
+    detection is reused by a single run's status)."""
     pre = preparse(argv)
     check_override_syntax(pre.overrides)
     check_launcher(pre.overrides)
@@ -174,8 +77,8 @@ def _prepare(argv: list[str]) -> None:
     conf_dirs = _conf_dirs(pre)
     check_profile_overrides(pre.overrides, conf_dirs)
     auto = AutoProfile(conf_dirs, gpu_index=gpu_index_override(pre.overrides))
-    install(auto, explicit_profile=explicit_profile(pre.overrides))
-    _Session.auto = auto
+    register_config(auto, explicit_profile=explicit_profile(pre.overrides))
+    return auto
 
 
 def _fail(exc: AvatarUserError) -> None:
@@ -183,13 +86,14 @@ def _fail(exc: AvatarUserError) -> None:
     sys.exit(1)
 
 
-@hydra.main(
-    config_path=str(builtin_conf_dir()),
-    config_name=PRIMARY_CONFIG,
-    **hydra_main_options(*TRUSTED_TARGETS),
-)
-def _app(cfg: DictConfig) -> None:
-    hydra_cfg = HydraConfig.get()
+def run_status(cfg: DictConfig, hydra_cfg: DictConfig, auto: AutoProfile | None = None) -> None:
+    """The status command once Hydra has composed `cfg`: validate, choose, report, print.
+
+    `auto` is the choice `prepare()` made in this process; a sweep job makes its own
+    (it may run in another process or on a cluster node, where the submitting host's
+    detection says nothing). In a multirun a user error is recorded in the job's
+    status.json and the summary instead of ending the sweep.
+    """
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         conf_dirs = job_conf_dirs(hydra_cfg)
@@ -199,18 +103,14 @@ def _app(cfg: DictConfig) -> None:
             config_name=hydra_cfg.job.config_name,
             conf_dirs=conf_dirs,
         )
-        # A sweep job detects its own hardware: it may run in another process or on a
-        # cluster node, where the submitting host's detection says nothing.
-        auto = (None if multirun else _Session.auto) or AutoProfile(
-            conf_dirs, gpu_index=cfg.gpu_index
-        )
+        job_auto = (None if multirun else auto) or AutoProfile(conf_dirs, gpu_index=cfg.gpu_index)
         reason = profile_reason(
             cfg,
             hydra_cfg.runtime.choices.get("profile", ""),
             list(hydra_cfg.overrides.task),
             hydra_cfg.job.config_name,
         )
-        report = build_status(cfg, detection=auto.detection, reason=reason, version=__version__)
+        report = build_status(cfg, detection=job_auto.detection, reason=reason)
     except AvatarUserError as exc:
         if multirun:
             # Recorded in status.json and the summary, and main() exits 1 at the end.
@@ -221,10 +121,24 @@ def _app(cfg: DictConfig) -> None:
         _fail(exc)
         return
     if multirun:
-        write_job_status(hydra_cfg, cfg, report=report, auto=auto)
+        write_job_status(hydra_cfg, cfg, report=report, auto=job_auto)
     print(render_status(report))
     if cfg.verbose:
         print("\nResolved config\n" + OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def hydra_app(auto: AutoProfile | None) -> Callable[[], None]:
+    """The `@hydra.main` app: a thin call into `run_status` with what `prepare()` chose."""
+
+    @hydra.main(
+        config_path=str(builtin_conf_dir()),
+        config_name=PRIMARY_CONFIG,
+        **hydra_main_options(*TRUSTED_TARGETS),
+    )
+    def avatar_status(cfg: DictConfig) -> None:
+        run_status(cfg, HydraConfig.get(), auto)
+
+    return avatar_status
 
 
 @contextlib.contextmanager
@@ -255,11 +169,11 @@ def main() -> None:
         return
     with _nvml_held():
         try:
-            _prepare(argv)
+            auto = prepare(argv)
         except AvatarUserError as exc:
             _fail(exc)
         try:
-            _app()
+            hydra_app(auto)()
         finally:
             summary = finish_sweep()  # a multirun's summary, even when Hydra stopped early
     if summary is not None and summary.failed:

@@ -22,9 +22,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from avatar.profiles import group_files
-from avatar.schema import plain_value, runs_on_gpu
-from avatar.vram import VRAMStatus
+from avatar.config.files import builtin_conf_dir, group_files
+from avatar.config.profiles import load_profiles
+from avatar.config.schema import Accelerator, plain_value, runs_on_gpu
+from avatar.vram.status import VRAMStatus
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def budget_for(cfg: DictConfig, vram: VRAMStatus | None) -> VRAMBudget:
     (`nominal_vram_mib`, else `vram_min_mib`), and the note says so.
     """
     profile = cfg.profile
-    if plain_value(profile.accelerator) == "cpu":
+    if plain_value(profile.accelerator) == Accelerator.cpu.value:
         return VRAMBudget(None, "cpu", True, f"profile {profile.name} runs the stages on the CPU")
     if vram is None:
         nominal = profile.nominal_vram_mib
@@ -214,11 +215,6 @@ def make_plan(cfg: DictConfig, budget: VRAMBudget, *, instead: str = "") -> Plan
 # ------------------------------------------------------------------- suggestions
 
 
-def option_files(stage: str, conf_dirs: Iterable[Path]) -> dict[str, Path]:
-    """Option name -> file for one stage group."""
-    return group_files(stage, conf_dirs)
-
-
 def lighter_options(
     cfg: DictConfig, stage: str, room_mib: float, options: Mapping[str, Any]
 ) -> list[tuple[str, int]]:
@@ -258,7 +254,9 @@ def smaller_profiles(cfg: DictConfig, profiles: Sequence[Any]) -> list[str]:
     smaller = [
         p
         for p in profiles
-        if p.accelerator == "gpu" and p.vram_min_mib is not None and p.vram_min_mib < current
+        if p.accelerator is Accelerator.gpu
+        and p.vram_min_mib is not None
+        and p.vram_min_mib < current
     ]
     return [p.name for p in sorted(smaller, key=lambda p: -(p.vram_min_mib or 0))]
 
@@ -271,13 +269,11 @@ def suggest_instead(
 
     Reads the option and profile files of `conf_dirs` (avatar's own by default).
     """
-    from avatar.profiles import builtin_conf_dir, load_profiles
-
     dirs = list(conf_dirs) if conf_dirs is not None else [builtin_conf_dir()]
     choices = []
     for stage in stages:
         contents: dict[str, Any] = {}
-        for name, path in option_files(stage, dirs).items():
+        for name, path in group_files(stage, dirs).items():
             try:
                 contents[name] = OmegaConf.to_container(OmegaConf.load(path))
             except Exception:  # an unreadable option is Hydra's to report, not the plan's
@@ -297,7 +293,7 @@ def suggest_instead(
     return (" ".join(parts) + ".") if parts else ""
 
 
-def plan_for(
+def plan_and_suggest(
     cfg: DictConfig, vram: VRAMStatus | None, conf_dirs: Sequence[Path] | None = None
 ) -> Plan:
     """The plan status shows: the budget from `vram`, and a suggestion when a stage does not fit."""

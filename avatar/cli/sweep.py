@@ -15,9 +15,7 @@ Cluster correctness: the `auto` profile is chosen where the sweep is composed
 hardware and, when that would pick another profile, says so in its status and
 in the summary.
 
-The documents themselves (status.json's shape, the table) are in avatar.report,
-imported only by sweep jobs and at the end of a sweep: a plain status run loads
-this small module only (Hydra instantiates the callback in every run).
+The documents themselves (status.json's shape, the table) are in `cli.report`.
 """
 
 from __future__ import annotations
@@ -27,22 +25,27 @@ import logging
 import os
 import traceback
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from avatar.compose import PROFILE_ENV, override_values
+from avatar.cli.report import (
+    STATUS_FILE,
+    Summary,
+    hidden_gpu_note,
+    status_document,
+    write_status_file,
+    write_summary,
+)
+from avatar.cli.status_view import StatusReport
+from avatar.config.files import builtin_conf_dir
+from avatar.config.overrides import AUTO, PROFILE_GROUP, override_values
+from avatar.config.profiles import PROFILE_ENV, AutoProfile, ProfileChoice
 from avatar.errors import AvatarUserError
-from avatar.profiles import AUTO, PROFILE_GROUP, builtin_conf_dir
-
-if TYPE_CHECKING:
-    from avatar.compose import AutoProfile
-    from avatar.profiles import ProfileChoice
-    from avatar.report import Summary
-    from avatar.status import StatusReport
 
 log = logging.getLogger("avatar.sweep")
 
@@ -87,7 +90,7 @@ def check_launcher(overrides: Sequence[str], env: Mapping[str, str] | None = Non
         if not found:
             raise AvatarUserError(
                 f"hydra/launcher={value} needs the {package} plugin, which is not installed. "
-                "Install avatar's sweep extra (pip install 'avatar[sweep]', or "
+                "Install avatar's sweep extra (pip install '.[sweep]' in avatar's checkout, or "
                 f"pip install {package}), or leave hydra/launcher out to run the sweep's jobs "
                 "one after another with Hydra's basic launcher."
             )
@@ -155,8 +158,6 @@ def write_job_status(
     says which profile this job's hardware would pick, and whether that differs
     from an auto choice made where the sweep was composed.
     """
-    from avatar.report import hidden_gpu_note, status_document, write_status_file
-
     auto_picked = str(hydra_cfg.runtime.choices.get("profile", "")) == AUTO
     own_choice: ProfileChoice | None = None
     own_error: str | None = None
@@ -167,8 +168,7 @@ def write_job_status(
             own_error = f"this job could not pick a profile itself: {exc}"
     notes = []
     if report is not None:
-        accelerator = OmegaConf.select(cfg, "profile.accelerator", default="")
-        accelerator = str(getattr(accelerator, "value", accelerator))
+        accelerator = OmegaConf.select(cfg, "profile.accelerator", default=None)
         hidden = hidden_gpu_note(report, accelerator, os.environ)
         notes = [hidden] if hidden else []
     doc = status_document(
@@ -189,12 +189,20 @@ def write_job_status(
 # ---------------------------------------------------------------- per sweep
 
 
-class _Current:
-    """The multirun this process submitted, for cli.main's exit status and fallback."""
+@dataclass
+class SweepProgress:
+    """The multirun this process submitted, for the CLI's exit status and fallback.
+
+    Hydra instantiates the callback itself and hands it to nobody, so the callback
+    reports here, in the one instance below, and the CLI reads it after Hydra returns.
+    """
 
     sweep_dir: Path | None = None
     summary: Summary | None = None
     ended: bool = False  # on_multirun_end ran
+
+
+_progress = SweepProgress()
 
 
 def finish_sweep() -> Summary | None:
@@ -203,12 +211,10 @@ def finish_sweep() -> Summary | None:
     Hydra 1.3 skips `on_multirun_end` when any job raised (every launcher re-raises
     the first failure after the batch ran) or when a cluster job was lost.
     """
-    sweep_dir, summary, ended = _Current.sweep_dir, _Current.summary, _Current.ended
-    _Current.sweep_dir, _Current.summary, _Current.ended = None, None, False
+    sweep_dir, summary, ended = _progress.sweep_dir, _progress.summary, _progress.ended
+    _progress.sweep_dir, _progress.summary, _progress.ended = None, None, False
     if sweep_dir is None or ended:
         return summary
-    from avatar.report import write_summary
-
     try:
         return write_summary(sweep_dir, stopped_early=True)
     except OSError as exc:
@@ -223,8 +229,8 @@ class SweepSummary(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _Current.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
-        _Current.summary, _Current.ended = None, False
+        _progress.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        _progress.summary, _progress.ended = None, False
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """Runs where the job ran: a job that raised gets a status.json with its error."""
@@ -232,8 +238,6 @@ class SweepSummary(Callback):
             return  # a plain run writes no file
         if job_return.status != JobStatus.FAILED:
             return
-        from avatar.report import STATUS_FILE, status_document, write_status_file
-
         job_dir = Path(str(config.hydra.runtime.output_dir))
         if (job_dir / STATUS_FILE).exists():
             return
@@ -249,8 +253,6 @@ class SweepSummary(Callback):
         write_status_file(job_dir, doc)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from avatar.report import write_summary
-
-        sweep_dir = _Current.sweep_dir or Path(str(config.hydra.sweep.dir)).resolve()
-        _Current.summary = write_summary(sweep_dir)
-        _Current.sweep_dir, _Current.ended = sweep_dir, True
+        sweep_dir = _progress.sweep_dir or Path(str(config.hydra.sweep.dir)).resolve()
+        _progress.summary = write_summary(sweep_dir)
+        _progress.sweep_dir, _progress.ended = sweep_dir, True

@@ -11,9 +11,8 @@ import sys
 from dataclasses import dataclass
 from types import ModuleType
 
-from avatar.hardware import GPUInfo
-
-BYTES_PER_MIB = 1024 * 1024
+from avatar.hardware.types import GPUBackend, GPUInfo
+from avatar.units import BYTES_PER_MIB
 
 
 def probe_gpus() -> list[GPUInfo]:
@@ -25,7 +24,7 @@ def probe_gpus() -> list[GPUInfo]:
     import torch
 
     if torch.cuda.is_available():
-        backend = "rocm" if getattr(torch.version, "hip", None) else "cuda"
+        backend = GPUBackend.rocm if getattr(torch.version, "hip", None) else GPUBackend.cuda
         gpus = []
         for i in range(torch.cuda.device_count()):
             free_b, total_b = torch.cuda.mem_get_info(i)
@@ -51,7 +50,7 @@ def probe_gpus() -> list[GPUInfo]:
                 total_mib=total_b / BYTES_PER_MIB,
                 used_mib=used_b / BYTES_PER_MIB,
                 free_mib=max(0, total_b - used_b) / BYTES_PER_MIB,
-                backend="mps",
+                backend=GPUBackend.mps,
             )
         ]
     return []

@@ -18,51 +18,21 @@ import gc
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from avatar.hardware import GPUDetection, GPUInfo, detect_gpu
-from avatar.nvml import Nvml, NvmlError
-from avatar.torch_probe import initialized_torch, torch_memory
+from avatar.hardware.detect import choose_gpu, detect_gpu
+from avatar.hardware.nvml import Nvml, NvmlError
+from avatar.hardware.torch_probe import initialized_torch, torch_memory
+from avatar.hardware.types import GPUBackend, GPUDetection, GPUInfo
+from avatar.units import bytes_to_mib
+from avatar.vram.stage import StageRecord, open_stage
+from avatar.vram.status import DEFAULT_SAFETY_MARGIN_MIB, VRAMStatus, check_size_mib
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # only for annotations: the VRAM layer needs no omegaconf at run time
     from omegaconf import DictConfig
 
-    from avatar.stage import StageRecord
-
 log = logging.getLogger("avatar.vram")
-
-DEFAULT_SAFETY_MARGIN_MIB = 512  # the note's DEC-I4
-
-
-@dataclass(slots=True)
-class VRAMStatus:
-    """One device's memory at one moment, in MiB.
-
-    Not frozen: a frozen dataclass pays a setattr call per field, and get_status()
-    builds one per call while its goal is to cost little more than the NVML call.
-
-    `torch_reserved_mib` / `torch_allocated_mib` are set only in a process where
-    torch already initialised CUDA; otherwise 0.
-    """
-
-    device: str  # "cuda:0", "mps" or "cpu"
-    total_mib: float
-    used_mib: float
-    free_mib: float
-    torch_reserved_mib: float = 0.0
-    torch_allocated_mib: float = 0.0
-    ok: bool = True  # False when the query failed and the numbers are zeros
-
-    @property
-    def reclaimable_mib(self) -> float:
-        """Memory torch holds in its cache but does not use: free for the next model."""
-        return max(0.0, self.torch_reserved_mib - self.torch_allocated_mib)
-
-    @property
-    def available_mib(self) -> float:
-        """What the next model can use: free on the device plus torch's reclaimable cache."""
-        return self.free_mib + self.reclaimable_mib
 
 
 class VRAMManager:
@@ -83,8 +53,6 @@ class VRAMManager:
             detection = detect_gpu(gpu_index)
         self.gpu: GPUInfo | None = detection.chosen
         if gpu_index is not None and detection.chosen is not None:
-            from avatar.hardware import choose_gpu
-
             self.gpu = choose_gpu(detection.gpus, gpu_index)
         self._nvml_factory = nvml_factory
         self._nvml: Nvml | None = None
@@ -102,7 +70,7 @@ class VRAMManager:
     def _nvml_handle(self) -> tuple[Nvml, Any] | None:
         """An NVML session and handle kept open, so each status costs one NVML call."""
         gpu = self.gpu
-        if gpu is None or gpu.backend != "nvml":
+        if gpu is None or gpu.backend is not GPUBackend.nvml:
             return None
         if self._nvml is None:
             nvml = self._nvml_factory()
@@ -130,14 +98,14 @@ class VRAMManager:
                 nvml, handle = session
                 mem = nvml.memory(handle)
                 total, used, free = mem.total_mib, mem.used_mib, mem.free_mib
-            elif torch is not None and gpu.backend in ("cuda", "rocm"):
+            elif torch is not None and gpu.backend in (GPUBackend.cuda, GPUBackend.rocm):
                 free_b, total_b = torch.cuda.mem_get_info(gpu.index)
-                total, free = total_b / 2**20, free_b / 2**20
+                total, free = bytes_to_mib(total_b), bytes_to_mib(free_b)
                 used = total - free
             else:  # reading without NVML would mean creating a context: report the snapshot
                 total, used, free = gpu.total_mib, gpu.used_mib, gpu.free_mib
             reserved = allocated = 0.0
-            if torch is not None and gpu.backend != "mps":
+            if torch is not None and gpu.backend is not GPUBackend.mps:
                 held = torch_memory(torch, gpu.index)
                 reserved, allocated = held.reserved_mib, held.allocated_mib
         except Exception as exc:  # NVML or torch: never let a status query crash a stage
@@ -152,8 +120,8 @@ class VRAMManager:
 
         CPU mode has no VRAM constraint, so the answer is True.
         """
-        _check_size("required_mb", required_mb)
-        _check_size("safety_margin_mb", safety_margin_mb)
+        check_size_mib("required_mb", required_mb)
+        check_size_mib("safety_margin_mb", safety_margin_mb)
         if self.gpu is None:
             return True
         return self.get_status().available_mib >= required_mb + safety_margin_mb
@@ -214,20 +182,23 @@ class VRAMManager:
 
         With `config` (from `load_config()`), `name` is a stage of its pipeline (voice,
         lipsync, enhance) and the need, the margin and the lighter options named in the
-        error come from the stage's config. See avatar/stage.py.
+        error come from the stage's config. See avatar/vram/stage.py.
         """
-        from avatar.stage import open_stage  # stage -> plan -> vram: imported when used
-
         return open_stage(self, name, required_mb, config=config, safety_margin_mb=safety_margin_mb)
 
     def close(self) -> None:
+        """Release the NVML session the status queries keep open (safe to call twice)."""
         if self._nvml is not None:
             self._nvml.close()
             self._nvml = None
 
+    def __enter__(self) -> VRAMManager:
+        return self
 
-def _check_size(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        raise ValueError(f"{name} must be a number of MiB, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0 MiB, got {value}")
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

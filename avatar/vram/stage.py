@@ -23,15 +23,17 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from avatar.errors import AvatarUserError, ConfigValueError
-from avatar.torch_probe import BYTES_PER_MIB, initialized_torch
+from avatar.hardware.torch_probe import initialized_torch
+from avatar.hardware.types import GPUBackend, GPUInfo
+from avatar.units import bytes_to_mib
+from avatar.vram.plan import stage_device, stage_need_mib, suggest_instead
+from avatar.vram.status import DEFAULT_SAFETY_MARGIN_MIB, VRAMStatus
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # only for annotations: the VRAM layer needs no omegaconf at run time
     from omegaconf import DictConfig
-
-    from avatar.vram import VRAMManager
 
 log = logging.getLogger("avatar.stage")
 
@@ -76,6 +78,22 @@ class InsufficientVRAMError(AvatarUserError):
         )
 
 
+class StageHost(Protocol):
+    """What the stage guard needs of `VRAMManager` (which calls it with itself)."""
+
+    gpu: GPUInfo | None
+    records: list[StageRecord]
+
+    @property
+    def device(self) -> str: ...
+
+    def get_status(self) -> VRAMStatus: ...
+
+    def can_load(self, required_mb: float, safety_margin_mb: float = ...) -> bool: ...
+
+    def force_cleanup(self) -> float: ...
+
+
 @dataclass
 class StageRecord:
     """What one stage needed, peaked at and gave back; filled in as the stage runs.
@@ -116,8 +134,6 @@ def _stage_plan(
     config: DictConfig, name: str, required_mib: float | None
 ) -> tuple[float, str | None]:
     """The need the config declares for stage `name`, and where the stage runs."""
-    from avatar.plan import stage_device, stage_need_mib
-
     if name not in config or "vram_mib" not in config[name]:
         if required_mib is None:
             raise ValueError(
@@ -140,13 +156,20 @@ def _stage_plan(
     return float(need), device
 
 
+def _initialized_torch_for(gpu: GPUInfo | None) -> Any:
+    """torch where it already drives this GPU through CUDA (or ROCm); None elsewhere."""
+    if gpu is None or gpu.backend is GPUBackend.mps:
+        return None
+    return initialized_torch()
+
+
 def _peak(torch: Any, index: int) -> float:
-    return float(torch.cuda.max_memory_allocated(index)) / BYTES_PER_MIB
+    return bytes_to_mib(float(torch.cuda.max_memory_allocated(index)))
 
 
 @contextmanager
 def open_stage(
-    manager: VRAMManager,
+    manager: StageHost,
     name: str,
     required_mb: float | None = None,
     *,
@@ -154,8 +177,6 @@ def open_stage(
     safety_margin_mb: float | None = None,
 ) -> Iterator[StageRecord]:
     """What `VRAMManager.stage()` does; see there."""
-    from avatar.vram import DEFAULT_SAFETY_MARGIN_MIB
-
     stage_device: str | None = None
     if config is not None:
         required_mb, stage_device = _stage_plan(config, name, required_mb)
@@ -187,10 +208,12 @@ def open_stage(
                 available_mib=now.available_mib if now.ok else before.available_mib,
                 safety_margin_mib=float(margin),
                 device=manager.device,
-                instead=_instead(config, name, before.available_mib - margin),
+                instead=_lighter_choice(config, name, before.available_mib - margin),
             )
 
-    torch_at_start = initialized_torch() if gpu is not None and gpu.backend != "mps" else None
+    torch_at_start = (
+        initialized_torch() if gpu is not None and gpu.backend is not GPUBackend.mps else None
+    )
     if torch_at_start is not None:
         try:
             torch_at_start.cuda.reset_peak_memory_stats(gpu.index)  # type: ignore[union-attr]
@@ -206,11 +229,9 @@ def open_stage(
         manager.records.append(record)
 
 
-def _instead(config: DictConfig | None, name: str, room_mib: float) -> str:
+def _lighter_choice(config: DictConfig | None, name: str, room_mib: float) -> str:
     if config is None or name not in config or "vram_mib" not in config[name]:
         return ""
-    from avatar.plan import suggest_instead
-
     try:
         return suggest_instead(config, [name], room_mib)
     except Exception as exc:  # a suggestion must never hide the refusal itself
@@ -218,10 +239,10 @@ def _instead(config: DictConfig | None, name: str, room_mib: float) -> str:
         return ""
 
 
-def _finish(manager: VRAMManager, record: StageRecord, torch_at_start: Any) -> None:
+def _finish(manager: StageHost, record: StageRecord, torch_at_start: Any) -> None:
     """Peak, cleanup, and the check that VRAM came back."""
     gpu = manager.gpu
-    torch = initialized_torch() if gpu is not None and gpu.backend != "mps" else None
+    torch = _initialized_torch_for(gpu)
     record.cuda_started_here = torch_at_start is None and torch is not None
     if torch is not None and gpu is not None:
         try:

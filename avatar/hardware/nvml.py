@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, NamedTuple, TypeVar
 
-BYTES_PER_MIB = 1024 * 1024
+from avatar.units import BYTES_PER_MIB
 
 T = TypeVar("T")
 
@@ -149,15 +149,6 @@ class Nvml:
     def device_by_uuid(self, uuid: str, nvml_index: int) -> NvmlDevice:
         handle = self.handle_by_uuid(uuid)
         return NvmlDevice(nvml_index, self.name(handle), self.uuid(handle), self.memory(handle))
-
-    def compute_process_pids(self, handle: Any) -> list[int]:
-        """PIDs holding a CUDA context on the device: how tests prove status created none."""
-        procs = self._call(
-            "nvmlDeviceGetComputeRunningProcesses",
-            self._nv.nvmlDeviceGetComputeRunningProcesses,
-            handle,
-        )
-        return [int(p.pid) for p in procs]
 
 
 def _text(value: str | bytes) -> str:

@@ -1,0 +1,111 @@
+"""Composition: avatar's resolvers, the `auto` profile option, and `load_config()`.
+
+The auto choice is a custom OmegaConf resolver, `${avatar.auto_profile:}`. Its
+answer becomes the `profile/auto` option, stored in Hydra's ConfigStore before
+composition as `{defaults: [<answer>]}`. That shape works on hydra-core 1.3.8 and
+1.4 alike; an interpolation inside the defaults list itself does not (1.4 rejects
+it, and 1.3 breaks on nested defaults; see facts.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from avatar.config.compat import (
+    compose,
+    isolated_hydra,
+    register_resolver,
+    restore_option,
+    store_config,
+    stored_option,
+)
+from avatar.config.files import PRIMARY_CONFIG, builtin_conf_dir
+from avatar.config.origin import validate_where_set
+from avatar.config.overrides import AUTO, PROFILE_GROUP, explicit_profile, gpu_index_override
+from avatar.config.profiles import AutoProfile
+from avatar.config.schema import SCHEMA_NAME, STAGE_SCHEMAS, AvatarConfig
+from avatar.config.user_file import check_user_config
+from avatar.version import __version__
+
+# The `_target_`s conf/config.yaml has Hydra instantiate (hydra.callbacks): hydra-core 1.4
+# instantiates only targets named as trusted without a warning.
+TRUSTED_TARGETS = ("avatar.cli.sweep.SweepSummary",)
+
+
+def _multirun_only(mode: Any, value: str) -> str | None:
+    """`value` in a multirun, None in a single run: keeps .hydra/ for sweep jobs only."""
+    return value if str(mode).endswith("MULTIRUN") else None
+
+
+def by_quality(quality: Any, table: Any) -> Any:
+    """`${avatar.by_quality:${quality},${.tile_by_quality}}`: the table's value for the quality.
+
+    Lets a stage size follow the profile (low_vram is "reduced": small tiles) while the
+    sizes stay in the stage's YAML. A resolver, since OmegaConf cannot use an enum
+    value as a key inside an interpolation.
+    """
+    return table[getattr(quality, "name", quality)]
+
+
+def register_config(auto: AutoProfile, *, explicit_profile: str | None = None) -> None:
+    """Register the resolvers and store the schema and the `profile/auto` option.
+
+    With an explicit `profile=X` no detection is needed and none runs: `auto` then
+    points at X, since a multirun still composes its base config with `auto`.
+    """
+    register_resolver("auto_profile", lambda: auto.choice.name)
+    register_resolver("auto_reason", lambda: auto.choice.reason)
+    register_resolver("profile_table", auto.table)
+    register_resolver("version", lambda: __version__)
+    register_resolver("multirun_only", _multirun_only)
+    register_resolver("by_quality", by_quality)
+    store_config(name=SCHEMA_NAME, node=AvatarConfig)
+    for schema_name, schema in STAGE_SCHEMAS.items():
+        store_config(name=schema_name, node=schema)
+    if explicit_profile is None:
+        auto.choice  # noqa: B018 - raise a bad AVATAR_PROFILE as itself, not wrapped by OmegaConf
+        answer = OmegaConf.create(
+            {"name": "${avatar.auto_profile:}", "reason": "${avatar.auto_reason:}"}
+        )
+        name, reason = str(answer.name), str(answer.reason)
+    else:
+        name, reason = explicit_profile, "set on the command line"
+    store_config(
+        group=PROFILE_GROUP,
+        name=AUTO,
+        node={"defaults": [name, "_self_"], "selected_by": reason},
+    )
+
+
+def load_config(
+    overrides: Sequence[str] | None = None, config_file: str | os.PathLike[str] | None = None
+) -> DictConfig:
+    """Compose avatar's config from Python, exactly as `python -m avatar` does.
+
+    `overrides` are command-line style (`["profile=low_vram", "steps=30"]`);
+    `config_file` is a user YAML that lists `config` in its defaults. Works in a
+    notebook, a test, a stage's script, and inside a running `@hydra.main` app
+    (Hydra's global state is set aside and restored around the composition, and so
+    is the app's `profile/auto` option, which the app's next sweep job composes with).
+    Raises AvatarUserError subclasses for bad input, hydra's errors for bad overrides.
+    """
+    overrides = list(overrides or [])
+    user = check_user_config(Path(config_file).resolve()) if config_file is not None else None
+    conf_dirs = [builtin_conf_dir()] + ([user.config_dir] if user else [])
+    auto = AutoProfile(conf_dirs, gpu_index=gpu_index_override(overrides))
+    app_auto = stored_option(PROFILE_GROUP, AUTO)  # a running app's own auto choice, if any
+    register_config(auto, explicit_profile=explicit_profile(overrides))
+    config_name = user.config_name if user else PRIMARY_CONFIG
+    try:
+        with isolated_hydra(builtin_conf_dir(), user.config_dir if user else None):
+            cfg = compose(config_name, overrides)
+    finally:
+        if app_auto is not None:
+            restore_option(PROFILE_GROUP, AUTO, app_auto)
+    validate_where_set(cfg, overrides=overrides, config_name=config_name, conf_dirs=conf_dirs)
+    return cfg
