@@ -269,6 +269,7 @@ class AvatarConfig:
     safety_margin_mib: int = MISSING
     gpu_index: int | None = None
     verbose: bool = False
+    voices_dir: str | None = None  # the voice store; null: $AVATAR_VOICES_DIR or the data dir
     voice: VoiceConfig = field(default_factory=VoiceConfig)
     lipsync: LipsyncConfig = field(default_factory=LipsyncConfig)
     enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
