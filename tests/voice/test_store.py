@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import soundfile
 
-from avatar.errors import AvatarUserError
+from avatar.errors import AvatarUserError, ConfigValueError
 from avatar.stages.voice.audio import (
-    DEFAULT_CLIP_RULES,
     ClipError,
     ClipRules,
     clip_rules_from_config,
+    xtts_clip_rules,
 )
 from avatar.stages.voice.languages import XTTS_LANGUAGES, UnsupportedLanguageError
 from avatar.stages.voice.locking import StoreBusyError, store_lock
@@ -253,11 +253,30 @@ def test_a_clip_longer_than_the_model_uses_is_kept_with_a_warning_on_the_part_us
     assert voice.clips[0].duration_s == pytest.approx(3.0)  # the whole clip is kept
 
 
-def test_clip_rules_come_from_the_voice_config_or_the_defaults():
-    cfg = {"voice": {"clips": {"min_s": 2, "max_used_s": 20, "silence_dbfs": -45}}}
+def test_clip_rules_come_from_the_voice_config():
+    cfg = {
+        "voice": {
+            "clips": {
+                "min_s": 2,
+                "max_used_s": 20,
+                "silence_dbfs": -45,
+                "clipped_warn_fraction": 0.1,
+            }
+        }
+    }
 
-    assert clip_rules_from_config(cfg) == ClipRules(2.0, 20.0, -45.0, 0.01)
-    assert clip_rules_from_config({"voice": {"name": "xtts_v2"}}) == DEFAULT_CLIP_RULES
+    assert clip_rules_from_config(cfg) == ClipRules(2.0, 20.0, -45.0, 0.1)
+    with pytest.raises(ConfigValueError, match=r"'hibari' has no clip rules \(voice.clips\)"):
+        clip_rules_from_config({"voice": {"name": "hibari"}})
+
+
+def test_the_stores_default_clip_rules_are_the_composed_xtts_config():
+    from avatar.config import load_config
+
+    composed = clip_rules_from_config(load_config(["voice=xtts_v2", "profile=cpu"]))
+
+    assert xtts_clip_rules() == composed
+    assert composed.min_s >= 0.33  # coqui-tts cannot use less
 
 
 # ---------------------------------------------------------------- names

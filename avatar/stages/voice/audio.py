@@ -16,11 +16,12 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from avatar.errors import AvatarUserError, ConfigValueError
 
-from avatar.errors import AvatarUserError
+if TYPE_CHECKING:  # numpy is imported where samples are handled: `voice list` never needs it
+    import numpy as np
 
 NORMALISED_SAMPLE_RATE_HZ = 22_050
 # A sample whose magnitude reaches this counts as clipped (at full scale): int16's largest
@@ -46,30 +47,41 @@ class ClipRules:
     clipped_warn_fraction: float
 
 
-# The values conf/voice/xtts_v2.yaml's `clips:` block holds; used only where a config
-# has no such block (see clip_rules_from_config).
-DEFAULT_CLIP_RULES = ClipRules(
-    min_s=1.0, max_used_s=30.0, silence_dbfs=-50.0, clipped_warn_fraction=0.01
-)
-
-
 def clip_rules_from_config(cfg: Any) -> ClipRules:
-    """The clip rules of a composed config (`cfg.voice.clips`), DEFAULT_CLIP_RULES without one.
+    """The clip rules of a config holding a voice option with a `clips:` block (`cfg.voice.clips`).
 
-    The one place that maps the YAML keys onto ClipRules.
+    The one place that maps the YAML keys (conf/voice/xtts_v2.yaml) onto ClipRules.
     """
     voice = cfg.get("voice") if hasattr(cfg, "get") else None
     clips = voice.get("clips") if voice is not None and hasattr(voice, "get") else None
     if clips is None:
-        return DEFAULT_CLIP_RULES
+        name = voice.get("name", "?") if voice is not None and hasattr(voice, "get") else "?"
+        raise ConfigValueError(
+            f"The voice option {name!r} has no clip rules (voice.clips): only a voice that "
+            "clones from clips (voice=xtts_v2) has them.",
+            key="voice.clips",
+        )
     return ClipRules(
-        min_s=float(clips.get("min_s", DEFAULT_CLIP_RULES.min_s)),
-        max_used_s=float(clips.get("max_used_s", DEFAULT_CLIP_RULES.max_used_s)),
-        silence_dbfs=float(clips.get("silence_dbfs", DEFAULT_CLIP_RULES.silence_dbfs)),
-        clipped_warn_fraction=float(
-            clips.get("clipped_warn_fraction", DEFAULT_CLIP_RULES.clipped_warn_fraction)
-        ),
+        min_s=float(clips["min_s"]),
+        max_used_s=float(clips["max_used_s"]),
+        silence_dbfs=float(clips["silence_dbfs"]),
+        clipped_warn_fraction=float(clips["clipped_warn_fraction"]),
     )
+
+
+def xtts_clip_rules() -> ClipRules:
+    """The clip rules in avatar's own conf/voice/xtts_v2.yaml, read without composing a config.
+
+    The voice store's default: `python -m avatar.voice add` and the Python API need only
+    this block, and composing (Hydra, GPU detection) would cost seconds for it.
+    """
+    import yaml
+
+    from avatar.config.files import builtin_conf_dir
+
+    path = builtin_conf_dir() / "voice" / "xtts_v2.yaml"
+    with open(path, encoding="utf-8") as file:
+        return clip_rules_from_config({"voice": yaml.safe_load(file)})
 
 
 class ClipError(AvatarUserError, ValueError):
@@ -98,6 +110,8 @@ class PreparedClip:
 
 def level_dbfs(samples: np.ndarray) -> float:
     """RMS level of all samples (all channels) in dB relative to full scale; -inf for silence."""
+    import numpy as np
+
     if samples.size == 0:
         return -math.inf
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
@@ -106,6 +120,8 @@ def level_dbfs(samples: np.ndarray) -> float:
 
 def clipped_fraction(samples: np.ndarray) -> float:
     """The fraction of samples at full scale (|x| >= FULL_SCALE)."""
+    import numpy as np
+
     if samples.size == 0:
         return 0.0
     return float(np.count_nonzero(np.abs(samples) >= FULL_SCALE)) / samples.size
@@ -160,6 +176,7 @@ def _minutes(seconds: float) -> str:
 
 def to_normalised(samples: np.ndarray, sample_rate_hz: int) -> np.ndarray:
     """Mono (the channels' mean) at 22,050 Hz, float32 in [-1, 1]."""
+    import numpy as np
     import soxr
 
     mono = samples.mean(axis=1) if samples.ndim == 2 else samples

@@ -42,12 +42,12 @@ from typing import Any
 
 from avatar.errors import AvatarUserError
 from avatar.stages.voice.audio import (
-    DEFAULT_CLIP_RULES,
     NORMALISED_SAMPLE_RATE_HZ,
     ClipError,
     ClipRules,
     PreparedClip,
     prepare_clips,
+    xtts_clip_rules,
 )
 from avatar.stages.voice.languages import XTTS_LANGUAGES, normalise_language
 from avatar.stages.voice.locking import store_lock
@@ -529,14 +529,14 @@ class VoiceStore:
         language: str | None,
         *,
         append: bool = False,
-        rules: ClipRules = DEFAULT_CLIP_RULES,
+        rules: ClipRules | None = None,
     ) -> Voice:
         """Store a new voice from these clips, or with `append=True` add clips to one.
 
         The clips are read, checked and normalised before anything is written; if any
         is refused, ClipError has one paragraph per refused clip and nothing is stored.
         A new voice needs a language (one of the 17 XTTS-v2 codes); on append, a given
-        language must be the voice's own.
+        language must be the voice's own. `rules` default to conf/voice/xtts_v2.yaml's.
         """
         display = check_voice_name(name)
         key = _fold(display)
@@ -547,6 +547,7 @@ class VoiceStore:
             raise self._exists_error(display, key)  # early: before the audio work
         if not append and code is None:
             raise self._language_needed(display)
+        rules = rules if rules is not None else xtts_clip_rules()
         prepared = prepare_clips([Path(p) for p in clip_paths], rules)
         _refuse_duplicates(prepared, [])
         with self._writing():
