@@ -25,7 +25,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from avatar.cli.tables import render_table
 from avatar.errors import AvatarUserError
@@ -45,9 +45,17 @@ EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is bad input like any other: `Error: ...`, exit 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USER_ERROR, f"Error: {message[0].upper()}{message[1:]}.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; global options are accepted before or after the command."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--json",
         action="store_true",
@@ -60,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help=f"the voice store (default: ${VOICES_DIR_ENV}, else {default_voices_dir()})",
     )
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m avatar.voice",
         description="Store voices to clone: each a name, a language and reference clips.",
         parents=[common],

@@ -154,6 +154,24 @@ def test_bad_input_exits_1_with_one_paragraph(capsys, voices_dir, make_clip, arg
     assert sorted(str(p) for p in voices_dir.rglob("*")) == before
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "Error: The following arguments are required: COMMAND."),
+        (["add", "alice"], "Error: The following arguments are required: CLIP."),
+        (["play", "alice"], "Error: Argument COMMAND: invalid choice: 'play'"),
+    ],
+)
+def test_a_usage_mistake_exits_1_with_the_usage(capsys, voices_dir, argv, message):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+
+    err = capsys.readouterr().err
+    assert exited.value.code == 1
+    assert err.startswith("usage: python -m avatar.voice")
+    assert err.splitlines()[-1].startswith(message)
+
+
 def test_list_json_is_machine_readable(capsys, voices_dir, make_clip):
     store = VoiceStore(voices_dir)
     write_cache_entry(store.add("Alice", [make_clip("a.wav"), make_clip("b.wav")], "zh_cn"))
