@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import unicodedata
 import uuid
@@ -377,7 +378,7 @@ def _damaged(manifest: Path, problem: str) -> VoiceError:
     return VoiceError(
         f"The voice in {manifest.parent} is damaged: its manifest {manifest} {problem}. "
         f"Restore that file from a backup, or remove the voice with "
-        f"`python -m avatar.voice rm {key}` and add it again.",
+        f"`python -m avatar.voice rm {shlex.quote(key)}` and add it again.",
         dir=manifest.parent,
     )
 
@@ -595,11 +596,12 @@ class VoiceStore:
             voice = read_voice(voice_dir)
             target = _find_clip(voice, clip)
             if len(voice.clips) == 1:
+                arg = shlex.quote(voice.name)
                 raise AvatarUserError(
                     f"{target.original_name} is the only clip of voice {voice.name!r}, and a "
                     "voice needs at least one. Add another clip first "
-                    f"(`python -m avatar.voice add {voice.name} CLIP --append`), or remove the "
-                    f"whole voice (`python -m avatar.voice rm {voice.name}`)."
+                    f"(`python -m avatar.voice add {arg} CLIP --append`), or remove the "
+                    f"whole voice (`python -m avatar.voice rm {arg}`)."
                 )
             journal = self._begin({"op": "rm-clip", "voice": key}, step="rm-clip.journal")
             data = _read_manifest(voice_dir)
@@ -815,7 +817,7 @@ class VoiceStore:
     def _unknown_error(self, name: str) -> UnknownVoiceError:
         return UnknownVoiceError(
             f"There is no voice named {name!r}. {self._stored_names_sentence()} Add one with "
-            f"`python -m avatar.voice add {name} CLIP... --language en`."
+            f"`python -m avatar.voice add {shlex.quote(name)} CLIP... --language en`."
         )
 
     def _language_needed(self, name: str) -> AvatarUserError:
@@ -829,11 +831,12 @@ class VoiceStore:
             stored = repr(read_voice(self.root / key).name)
         except VoiceError:
             stored = f"in {self.root / key}"
+        arg = shlex.quote(name)
         return VoiceExistsError(
             f"A voice named {stored} is already stored (names are the same voice whatever "
-            f"their letter case). To add clips to it: `python -m avatar.voice add {name} "
+            f"their letter case). To add clips to it: `python -m avatar.voice add {arg} "
             f"CLIP... --append`; to replace it, remove it first (`python -m avatar.voice rm "
-            f"{name}`), or choose another name."
+            f"{arg}`), or choose another name."
         )
 
 
