@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from avatar.config.files import builtin_conf_dir
 from avatar.errors import AvatarUserError, ConfigValueError
 
 if TYPE_CHECKING:  # numpy is imported where samples are handled: `voice list` never needs it
@@ -76,8 +77,6 @@ def xtts_clip_rules() -> ClipRules:
     this block, and composing (Hydra, GPU detection) would cost seconds for it.
     """
     import yaml
-
-    from avatar.config.files import builtin_conf_dir
 
     path = builtin_conf_dir() / "voice" / "xtts_v2.yaml"
     with open(path, encoding="utf-8") as file:
