@@ -4,7 +4,7 @@
 content; `write_summary` reads every job's status.json back from the sweep dir
 (jobs may have run in other processes or on other machines, so the disk is the
 only common ground), prints the table and saves `summary.txt` and `summary.json`.
-Hydra's side (the callback, what each job calls) is in avatar.sweep.
+Hydra's side (the callback, what each job calls) is in `cli.sweep`.
 
 status.json shape (`schema_version` 1; MiB everywhere; null where unknown):
 
@@ -36,7 +36,7 @@ status.json shape (`schema_version` 1; MiB everywhere; null where unknown):
                                            # card, since the job saw no usable GPU
       "fit_message": "OK: one stage at a time, the largest, ... fits in 9940 MiB on cuda:0.",
       "notes": [],                         # sentences to read: a mismatch, a GPU not visible
-      "plan": {                            # the stage plan (avatar.plan.Plan), or null
+      "plan": {                            # the stage plan (vram.plan.Plan), or null
         "rows": [{"stage": "lipsync", "option": "musetalk", "model": "MuseTalk 1.5",
                   "device": "gpu", "precision": "fp16", "need_mib": 3584, "fits": true,
                   "note": ""}, ...],
@@ -64,7 +64,7 @@ from omegaconf import DictConfig, OmegaConf
 from avatar.cli.status_view import StatusReport
 from avatar.cli.tables import fits_word, render_table
 from avatar.config.profiles import ProfileChoice
-from avatar.config.schema import Accelerator
+from avatar.config.schema import Accelerator, plain_value
 from avatar.version import __version__
 
 SCHEMA_VERSION = 1
@@ -96,14 +96,14 @@ def profile_mismatch(
 
 
 def hidden_gpu_note(
-    report: StatusReport, profile_accelerator: Accelerator | None, env: Mapping[str, str]
+    report: StatusReport, profile_accelerator: Accelerator | str | None, env: Mapping[str, str]
 ) -> str | None:
     """Why a GPU profile's fit could not be checked in this job, when no GPU was visible.
 
     submitit's local executor sets CUDA_VISIBLE_DEVICES to the job's share of GPUs,
     which is none unless `hydra.launcher.gpus_per_node` is set: a trap worth naming.
     """
-    if profile_accelerator is not Accelerator.gpu or not report.detection.cpu_mode:
+    if plain_value(profile_accelerator) != Accelerator.gpu.value or not report.detection.cpu_mode:
         return None
     note = f"no GPU visible to this job ({report.detection.note})"
     if report.detection.hidden_by_visible_devices and env.get("SUBMITIT_EXECUTOR") == "local":

@@ -90,7 +90,7 @@ def check_launcher(overrides: Sequence[str], env: Mapping[str, str] | None = Non
         if not found:
             raise AvatarUserError(
                 f"hydra/launcher={value} needs the {package} plugin, which is not installed. "
-                "Install avatar's sweep extra (pip install '.[sweep]' in avatar's checkout, or "
+                "Install avatar's sweep extra (pip install 'avatar[sweep]', or "
                 f"pip install {package}), or leave hydra/launcher out to run the sweep's jobs "
                 "one after another with Hydra's basic launcher."
             )

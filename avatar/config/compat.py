@@ -68,9 +68,11 @@ def hydra_main_options(*trusted_targets: str) -> dict[str, Any]:
     return {"version_base": "1.3"}
 
 
-def stored_option(group: str, name: str) -> Any:
-    """The ConfigStore entry `group/name` (None if absent): Hydra offers no public getter."""
-    return ConfigStore.instance().repo.get(group, {}).get(f"{name}.yaml")
+def stored_option(group: str | None, name: str) -> Any:
+    """The ConfigStore entry `group/name` (a root entry for group None; None if absent):
+    Hydra offers no public getter."""
+    repo = ConfigStore.instance().repo
+    return (repo if group is None else repo.get(group, {})).get(f"{name}.yaml")
 
 
 def restore_option(group: str, name: str, entry: Any) -> None:

@@ -52,6 +52,17 @@ def by_quality(quality: Any, table: Any) -> Any:
     return table[getattr(quality, "name", quality)]
 
 
+def _store_schemas() -> None:
+    """Store the structured schemas in Hydra's ConfigStore, once per process.
+
+    Turning the dataclasses into configs is a fifth of a `load_config()` (measured), and
+    they never change; they are stored again only when the store was reset (tests do).
+    """
+    for name, schema in ((SCHEMA_NAME, AvatarConfig), *STAGE_SCHEMAS.items()):
+        if stored_option(None, name) is None:
+            store_config(name=name, node=schema)
+
+
 def register_config(auto: AutoProfile, *, explicit_profile: str | None = None) -> None:
     """Register the resolvers and store the schema and the `profile/auto` option.
 
@@ -64,9 +75,7 @@ def register_config(auto: AutoProfile, *, explicit_profile: str | None = None) -
     register_resolver("version", lambda: __version__)
     register_resolver("multirun_only", _multirun_only)
     register_resolver("by_quality", by_quality)
-    store_config(name=SCHEMA_NAME, node=AvatarConfig)
-    for schema_name, schema in STAGE_SCHEMAS.items():
-        store_config(name=schema_name, node=schema)
+    _store_schemas()
     if explicit_profile is None:
         auto.choice  # noqa: B018 - raise a bad AVATAR_PROFILE as itself, not wrapped by OmegaConf
         answer = OmegaConf.create(

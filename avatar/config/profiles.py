@@ -7,6 +7,7 @@ auto-pickable with no code change. `pick_profile` is the pure decision.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -105,7 +106,31 @@ def read_profile(path: Path) -> ProfileSpec:
 
 
 def load_profiles(conf_dirs: Iterable[Path]) -> list[ProfileSpec]:
-    return [read_profile(path) for name, path in profile_files(conf_dirs).items() if name != AUTO]
+    """Every profile of `conf_dirs`, each file read once per process until it changes."""
+    return [
+        _read_profile_cached(path)
+        for name, path in profile_files(conf_dirs).items()
+        if name != AUTO
+    ]
+
+
+def _read_profile_cached(path: Path) -> ProfileSpec:
+    """`read_profile`, remembered by the file's path, size and modification time.
+
+    Every `load_config()` (each stage calls one) needs the thresholds; reading and typing
+    the files again each time measured as a tenth of a composition. An edited file has a
+    new modification time and is read again; an error is never remembered.
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        return read_profile(path)  # reports the file as unreadable
+    return _read_profile_at(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _read_profile_at(path: Path, mtime_ns: int, size_bytes: int) -> ProfileSpec:
+    return read_profile(path)
 
 
 def pick_profile(profiles: Sequence[ProfileSpec], detection: GPUDetection) -> ProfileChoice:

@@ -182,7 +182,7 @@ class VRAMManager:
 
         With `config` (from `load_config()`), `name` is a stage of its pipeline (voice,
         lipsync, enhance) and the need, the margin and the lighter options named in the
-        error come from the stage's config. See avatar/vram/stage.py.
+        error come from the stage's config. See `vram/stage.py`.
         """
         return open_stage(self, name, required_mb, config=config, safety_margin_mb=safety_margin_mb)
 
