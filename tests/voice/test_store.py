@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
 import soundfile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from avatar.errors import AvatarUserError, ConfigValueError
 from avatar.stages.voice.audio import (
@@ -639,3 +642,43 @@ def test_atomic_write_replaces_the_whole_file_and_leaves_no_temporary(tmp_path):
 
     assert target.read_bytes() == b"new content"
     assert [p.name for p in tmp_path.iterdir()] == ["entry.json"]
+
+
+def test_concurrent_atomic_writes_never_show_a_torn_file(tmp_path):
+    target = tmp_path / "cache.json"
+    payloads = [bytes([i]) * 200_000 for i in range(4)]
+    atomic_write_bytes(target, payloads[0])
+    seen: list[bytes] = []
+
+    def writer(payload: bytes) -> None:
+        for _ in range(15):
+            atomic_write_bytes(target, payload)
+
+    def reader() -> None:
+        for _ in range(60):
+            seen.append(target.read_bytes())
+
+    threads = [threading.Thread(target=writer, args=(p,)) for p in payloads]
+    threads.append(threading.Thread(target=reader))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert all(data in payloads for data in seen)
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.json"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=0, max_size=80))
+def test_an_accepted_name_is_always_one_plain_folder_inside_the_store(name):
+    try:
+        key = voice_key(name)
+    except InvalidVoiceNameError as exc:
+        assert "\n" not in str(exc)
+        return
+    root = Path("/store")
+    assert (root / key).parent == root
+    assert key not in ("", ".", "..") and not key.startswith(".")
+    assert "/" not in key and "\\" not in key and "\x00" not in key
+    assert len(key.encode("utf-8")) <= 200
