@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ from avatar.stages.voice.store import (
 JSON_SCHEMA_VERSION = 1
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 2
+EXIT_BROKEN_PIPE = 128 + 13  # killed by SIGPIPE, as `yes | head` reports it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,13 +110,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (0, 1 for bad input, 2 for internal errors)."""
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        code = _run(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+        return code
     except AvatarUserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `... | head` closed stdout: stop quietly, as shell tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit's flush of stdout cannot fail again
+        return EXIT_BROKEN_PIPE
     except OSError as exc:  # the machine: a full disk, an I/O error
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_INTERNAL_ERROR
