@@ -404,6 +404,14 @@ def test_rm_removes_the_whole_voice(store, make_clip):
     assert sorted(p.name for p in store.root.iterdir()) == [".lock", "bob"]
 
 
+def test_rm_or_rename_in_a_store_that_does_not_exist_creates_nothing(store):
+    with pytest.raises(UnknownVoiceError, match="has no voices yet"):
+        store.remove("alice")
+    with pytest.raises(UnknownVoiceError, match="has no voices yet"):
+        store.rename("alice", "bob")
+    assert not store.root.exists()
+
+
 def test_rm_of_an_unknown_voice_is_refused(store, make_clip):
     store.add("alice", [make_clip("a.wav")], "en")
     with pytest.raises(UnknownVoiceError, match=r"Stored voices .*: alice"):

@@ -582,6 +582,8 @@ class VoiceStore:
         of a voice cannot be removed alone (remove the voice instead).
         """
         key = voice_key(name)
+        if not self.root.is_dir():  # nothing to remove: create no store for it either
+            raise self._unknown_error(name)
         with self._writing():
             voice_dir = self.root / key
             if not voice_dir.is_dir():
@@ -618,6 +620,8 @@ class VoiceStore:
         old_key = voice_key(old)
         new_name = check_voice_name(new)
         new_key = _fold(new_name)
+        if not self.root.is_dir():
+            raise self._unknown_error(old)
         with self._writing():
             old_dir = self.root / old_key
             if not old_dir.is_dir():
