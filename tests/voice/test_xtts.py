@@ -20,7 +20,7 @@ from fakes import FakeGPU, FakeNvmlModule
 torch = pytest.importorskip("torch")
 pytest.importorskip("TTS")
 
-from tiny_xtts import build_tiny_xtts  # noqa: E402
+from tiny_xtts import session_tiny_xtts  # noqa: E402
 
 from avatar.config import load_config  # noqa: E402
 from avatar.errors import AvatarUserError  # noqa: E402
@@ -41,7 +41,7 @@ from avatar.vram import InsufficientVRAMError  # noqa: E402
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Built once per test session (about 90 MB, a few seconds)."""
     torch.set_num_threads(1)
-    return build_tiny_xtts(tmp_path_factory.mktemp("tiny_xtts"))
+    return session_tiny_xtts(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(autouse=True)

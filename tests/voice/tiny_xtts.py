@@ -71,3 +71,17 @@ def build_tiny_xtts(folder: Path, *, seed: int = 0) -> Path:
     # After init_models(): the config then holds the text-token ids from the tokenizer.
     (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=1), encoding="utf-8")
     return folder
+
+
+def session_tiny_xtts(base_temp: Path) -> Path:
+    """The test session's tiny checkpoint: built on first use, then reused by every module.
+
+    `base_temp` is pytest's session temp dir (`tmp_path_factory.getbasetemp()`); the
+    checkpoint files are written before the marker, so a half-built folder is rebuilt.
+    """
+    folder = base_temp / "tiny_xtts"
+    marker = folder / ".complete"
+    if not marker.exists():
+        build_tiny_xtts(folder)
+        marker.write_text("ok")
+    return folder
