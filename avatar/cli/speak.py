@@ -37,6 +37,8 @@ from avatar.config.schema import AvatarConfig
 from avatar.errors import AvatarUserError
 
 if TYPE_CHECKING:
+    from avatar.config.profiles import AutoProfile
+    from avatar.hardware import GPUDetection
     from avatar.stages.voice.synthesizer import SpeechResult, Synthesizer
 
 SPEAK_CONFIG = "speak"
@@ -80,25 +82,35 @@ def _text(cfg: DictConfig) -> str:
     return check_text(None if cfg.text is None else str(cfg.text))
 
 
-def speak(cfg: DictConfig, *, job_dir: Path | None = None) -> tuple[SpeechResult, Synthesizer]:
+def speak(
+    cfg: DictConfig, *, job_dir: Path | None = None, detection: GPUDetection | None = None
+) -> tuple[SpeechResult, Synthesizer]:
     """Check everything that needs no model, then load it once and speak.
 
-    `job_dir`: a sweep job's dir, where a relative `out` goes. The Synthesizer comes back
-    for its stage record and load time (filled in once the stage has ended).
+    `job_dir`: a sweep job's dir, where a relative `out` goes. `detection`: the one
+    `prepare()` made in this process, reused (a sweep job detects its own hardware). The
+    Synthesizer comes back for its stage record and load time (filled in once the stage
+    has ended).
     """
     from avatar.stages.voice.synthesizer import Synthesizer, check_output
+    from avatar.vram import VRAMManager
 
     text = _text(cfg)
     out = Path(str(cfg.out)).expanduser()
     if job_dir is not None and not out.is_absolute():
         out = job_dir / out
     path = check_output(out, overwrite=bool(cfg.overwrite))
-    synth = Synthesizer(cfg)
+    manager = None if detection is None else VRAMManager(cfg.gpu_index, detection=detection)
+    synth = Synthesizer(cfg, manager=manager)
     speaker = None if cfg.speaker is None else str(cfg.speaker)
     voice = synth.check_speaker(speaker)
     synth.check_language(voice)
-    with synth:
-        result = synth.speak(text, speaker=speaker, out=path, overwrite=bool(cfg.overwrite))
+    try:
+        with synth:
+            result = synth.speak(text, speaker=speaker, out=path, overwrite=bool(cfg.overwrite))
+    finally:
+        if manager is not None:
+            manager.close()
     return result, synth
 
 
@@ -127,8 +139,12 @@ def render_speech(result: SpeechResult, synth: Synthesizer, speaker: str | None)
     return "\n".join(lines)
 
 
-def run_speak(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
-    """The app once Hydra has composed `cfg`: validate, speak, report (and record a sweep job)."""
+def run_speak(cfg: DictConfig, hydra_cfg: DictConfig, auto: AutoProfile | None = None) -> None:
+    """The app once Hydra has composed `cfg`: validate, speak, report (and record a sweep job).
+
+    `auto` is the choice `prepare()` made in this process; its detection is reused by a
+    single run.
+    """
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     job_dir = Path(str(hydra_cfg.runtime.output_dir)).absolute() if multirun else None
     try:
@@ -138,7 +154,8 @@ def run_speak(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
             config_name=hydra_cfg.job.config_name,
             conf_dirs=job_conf_dirs(hydra_cfg),
         )
-        result, synth = speak(cfg, job_dir=job_dir)
+        detection = None if multirun or auto is None else auto.detection
+        result, synth = speak(cfg, job_dir=job_dir, detection=detection)
     except AvatarUserError as exc:
         if multirun:  # recorded in status.json and the summary; main() exits 1 at the end
             write_job_status(hydra_cfg, cfg, error=exc)
@@ -152,7 +169,7 @@ def run_speak(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
         write_job_status(hydra_cfg, cfg, notes=[note])
 
 
-def speak_app() -> Callable[[], None]:
+def speak_app(auto: AutoProfile | None = None) -> Callable[[], None]:
     """The `@hydra.main` app: a thin call into `run_speak`."""
 
     @hydra.main(
@@ -161,7 +178,7 @@ def speak_app() -> Callable[[], None]:
         **hydra_main_options(*TRUSTED_TARGETS),
     )
     def avatar_speak(cfg: DictConfig) -> None:
-        run_speak(cfg, HydraConfig.get())
+        run_speak(cfg, HydraConfig.get(), auto)
 
     return avatar_speak
 
@@ -170,12 +187,12 @@ def main() -> None:
     """Entry point of `python -m avatar.speak`."""
     with _nvml_held():
         try:
-            prepare(sys.argv[1:])
+            auto = prepare(sys.argv[1:])
             store_config(name=SPEAK_SCHEMA, node=speak_schema())
         except AvatarUserError as exc:
             _fail(exc)
         try:
-            speak_app()()
+            speak_app(auto)()
         finally:
             summary = finish_sweep()  # a multirun's summary, even when Hydra stopped early
     if summary is not None and summary.failed:
