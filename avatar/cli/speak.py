@@ -35,11 +35,19 @@ from avatar.config.files import builtin_conf_dir
 from avatar.config.origin import validate_where_set
 from avatar.config.schema import AvatarConfig
 from avatar.errors import AvatarUserError
+from avatar.stages.voice.synthesizer import (
+    SpeakInputError,
+    SpeechResult,
+    Synthesizer,
+    check_output,
+    check_text,
+    read_text_file,
+)
+from avatar.vram import VRAMManager
 
 if TYPE_CHECKING:
     from avatar.config.profiles import AutoProfile
     from avatar.hardware import GPUDetection
-    from avatar.stages.voice.synthesizer import SpeechResult, Synthesizer
 
 SPEAK_CONFIG = "speak"
 SPEAK_SCHEMA = "speak_schema"
@@ -70,8 +78,6 @@ def speak_schema() -> DictConfig:
 
 
 def _text(cfg: DictConfig) -> str:
-    from avatar.stages.voice.synthesizer import SpeakInputError, check_text, read_text_file
-
     if cfg.text is not None and cfg.text_file is not None:
         raise SpeakInputError(
             'Both text= and text_file= are set: give the text one way, either text="..." or '
@@ -92,9 +98,6 @@ def speak(
     Synthesizer comes back for its stage record and load time (filled in once the stage
     has ended).
     """
-    from avatar.stages.voice.synthesizer import Synthesizer, check_output
-    from avatar.vram import VRAMManager
-
     text = _text(cfg)
     out = Path(str(cfg.out)).expanduser()
     if job_dir is not None and not out.is_absolute():

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avatar.errors import AvatarUserError
+from avatar.stages.voice.store import atomic_write_bytes
 
 REQUIRED_FILES: tuple[str, ...] = ("config.json", "model.pth", "vocab.json")
 COQUI_MODEL_NAME = "tts_models/multilingual/multi-dataset/xtts_v2"
@@ -148,8 +149,6 @@ def checkpoint_identity(folder: Path, *, cache_file: Path | None = None) -> str:
     touched file is hashed again. A cache that cannot be written costs a re-hash next
     time, nothing else.
     """
-    from avatar.stages.voice.store import atomic_write_bytes
-
     files = [folder / "model.pth", folder / "config.json", folder / "vocab.json"]
     key = "\n".join(_file_key(path) for path in files)
     cache_file = default_id_cache_file() if cache_file is None else cache_file

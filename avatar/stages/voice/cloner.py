@@ -26,10 +26,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from avatar.stages.voice.store import Voice, atomic_write_bytes
+
 if TYPE_CHECKING:
     import torch
-
-    from avatar.stages.voice.store import Voice
 
 log = logging.getLogger("avatar.voice")
 
@@ -139,8 +139,6 @@ def save_cached(
 ) -> None:
     """Write the entry: the tensors first, then the .json that makes it visible to the store."""
     import torch
-
-    from avatar.stages.voice.store import atomic_write_bytes
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()

@@ -25,15 +25,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from avatar.config import load_config
 from avatar.errors import AvatarUserError
+from avatar.stages.voice.checkpoint import Checkpoint, find_checkpoint
+from avatar.stages.voice.cloner import ConditioningSettings, clone
+from avatar.stages.voice.languages import normalise_language
+from avatar.stages.voice.light import LightEngine
+from avatar.stages.voice.light import check_language as light_check_language
+from avatar.stages.voice.store import Voice, VoiceStore, resolve_voices_dir
+from avatar.stages.voice.text import split_text
+from avatar.vram import StageRecord, VRAMManager
 
 if TYPE_CHECKING:
     import numpy as np
     from omegaconf import DictConfig
-
-    from avatar.stages.voice.checkpoint import Checkpoint
-    from avatar.stages.voice.store import Voice, VoiceStore
-    from avatar.vram import StageRecord, VRAMManager
 
 log = logging.getLogger("avatar.voice")
 
@@ -113,8 +118,6 @@ def light_speaker_error(speaker: str, option: str) -> CannotCloneError:
 
 def resolve_language(configured: Any, voice: Voice | None) -> str:
     """voice.language if set (zh_cn accepted), else the stored voice's own language."""
-    from avatar.stages.voice.languages import normalise_language
-
     if configured is not None:
         return normalise_language(str(configured))
     if voice is not None:
@@ -197,8 +200,6 @@ class Synthesizer:
         id_cache_file: Path | None = None,
     ) -> None:
         if cfg is None:
-            from avatar.config import load_config
-
             cfg = load_config()
         self.cfg = cfg
         self.option = str(cfg.voice.name)
@@ -220,19 +221,13 @@ class Synthesizer:
     @property
     def store(self) -> VoiceStore:
         if self._store is None:
-            from avatar.stages.voice.store import VoiceStore, resolve_voices_dir
-
             self._store = VoiceStore(resolve_voices_dir(self.cfg.get("voices_dir")))
         return self._store
 
     # -- context manager
 
     def __enter__(self) -> Synthesizer:
-        from avatar.vram import VRAMManager
-
         if self.clones:  # a missing checkpoint file is reported before anything loads
-            from avatar.stages.voice.checkpoint import find_checkpoint
-
             self.checkpoint = find_checkpoint(
                 self.cfg.voice.checkpoint_dir, id_cache_file=self._id_cache_file
             )
@@ -266,8 +261,6 @@ class Synthesizer:
 
     def _load(self, device: str) -> Any:
         if not self.clones:
-            from avatar.stages.voice.light import LightEngine
-
             voice_cfg = self.cfg.voice
             engine = LightEngine(voice_cfg.get("voice_id"), threads=int(voice_cfg.threads))
             self.sample_rate_hz = engine.sample_rate_hz
@@ -302,9 +295,7 @@ class Synthesizer:
     def check_language(self, voice: Voice | None, language: str | None = None) -> str:
         """The language the text is spoken in, checked against what the option speaks."""
         if not self.clones:
-            from avatar.stages.voice.light import check_language
-
-            return check_language(str(language or self.cfg.voice.language or "en"))
+            return light_check_language(str(language or self.cfg.voice.language or "en"))
         return resolve_language(language or self.cfg.voice.language, voice)
 
     def speak(
@@ -353,9 +344,6 @@ class Synthesizer:
     def _speak_xtts(
         self, text: str, voice: Voice, language: str
     ) -> tuple[list[np.ndarray], int, float, bool]:
-        from avatar.stages.voice.cloner import ConditioningSettings, clone
-        from avatar.stages.voice.text import split_text
-
         assert self.checkpoint is not None
         voice_cfg = self.cfg.voice
         settings = ConditioningSettings.from_config(voice_cfg.conditioning)
