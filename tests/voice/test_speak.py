@@ -26,7 +26,14 @@ SPEAK_TIMEOUT_S = 300
 
 
 def run_speak(*args: str, cwd: Path, voices: Path) -> CliResult:
-    env = fake_nvml_env(None, AVATAR_VOICES_DIR=str(voices), OMP_NUM_THREADS="1")
+    """`python -m avatar.speak ARGS` in `cwd`, its store `voices`, and its caches (the
+    checkpoint identities) beside the store, never in the user's home."""
+    env = fake_nvml_env(
+        None,
+        AVATAR_VOICES_DIR=str(voices),
+        XDG_CACHE_HOME=str(voices.parent / "cache"),
+        OMP_NUM_THREADS="1",
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "avatar.speak", *args],
         cwd=cwd,
