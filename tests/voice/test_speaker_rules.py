@@ -21,6 +21,8 @@ from avatar.stages.voice.speaker import (
     centroid,
     check_voice,
     consistency,
+    embeddings_from_json,
+    embeddings_to_json,
     odd_clips,
     similarity,
     speaker_check_settings,
@@ -206,3 +208,28 @@ def test_odd_clips_stay_a_minority() -> None:
     }
     result, _ = check_voice(embeddings, 0.8)
     assert result.in_reference.count(False) <= 1
+
+
+def test_stored_embeddings_round_trip_through_json() -> None:
+    import json
+
+    stored = {"ab12": voice_like(0.9, 0).astype(np.float32), "cd34": voice_like(0.5, 3)}
+    data = json.loads(json.dumps(embeddings_to_json("resemblyzer-0.1.4", stored)))
+    back = embeddings_from_json(data, "resemblyzer-0.1.4")
+    assert set(back) == {"ab12", "cd34"}
+    assert similarity(back["cd34"], stored["cd34"]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        [],
+        {"encoder": "resemblyzer-9.9", "dim": 256, "clips": {}},  # another encoder's
+        {"encoder": "resemblyzer-0.1.4", "dim": 128, "clips": {}},
+        {"encoder": "resemblyzer-0.1.4", "dim": 256, "clips": {"ab12": [0.1, 0.2]}},
+        {"encoder": "resemblyzer-0.1.4", "dim": 256, "clips": {"ab12": [0.0] * 256}},
+    ],
+)
+def test_stored_embeddings_that_cannot_be_used_are_recomputed(data: object) -> None:
+    assert embeddings_from_json(data, "resemblyzer-0.1.4") == {}

@@ -26,7 +26,10 @@ from avatar.stages.voice.speaker import (
     SpeakerEncoder,
     SpeakerEncoderError,
     check_voice,
+    embed_clips,
+    similarity,
     speaker_check_settings,
+    speech_similarity,
 )
 
 pytestmark = pytest.mark.slow
@@ -157,8 +160,6 @@ def test_the_adapter_hears_what_resemblyzer_hears(
     import soundfile
     from resemblyzer import VoiceEncoder, preprocess_wav
 
-    from avatar.stages.voice.speaker import similarity
-
     samples, rate = soundfile.read(clips["kal_1.wav"], dtype="float32")
     direct = VoiceEncoder("cpu", verbose=False).embed_utterance(preprocess_wav(samples, rate))
     assert similarity(encoder.embed(samples, rate), direct) > 0.99
@@ -169,3 +170,33 @@ def test_silence_is_refused_with_a_reason(encoder: SpeakerEncoder) -> None:
 
     with pytest.raises(SpeakerEncoderError, match="no speech"):
         encoder.embed(np.zeros(22_050 * 2, dtype=np.float32), 22_050)
+
+
+def test_stored_embeddings_are_reused_and_only_new_clips_embedded(
+    clips: dict[str, Path], encoder: SpeakerEncoder, embeddings: dict[str, Any]
+) -> None:
+    """`voice add --append`: the clips already embedded cost nothing."""
+    stored = {"sha-kal-1": embeddings["kal_1.wav"], "sha-kal-2": embeddings["kal_2.wav"]}
+    wanted = [
+        ("sha-kal-1", clips["kal_1.wav"]),
+        ("sha-kal-2", clips["kal_2.wav"]),
+        ("sha-kal-3", clips["kal_3.wav"]),
+    ]
+    out, computed = embed_clips(encoder, wanted, stored)
+    assert computed == 1
+    assert list(out) == ["sha-kal-1", "sha-kal-2", "sha-kal-3"]
+    assert out["sha-kal-1"] is stored["sha-kal-1"]
+    assert similarity(out["sha-kal-3"], embeddings["kal_3.wav"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_speech_is_scored_against_the_voice_it_should_sound_like(
+    clips: dict[str, Path], encoder: SpeakerEncoder, embeddings: dict[str, Any], threshold: float
+) -> None:
+    """After speak: new speech of the voice's speaker passes, another speaker's does not."""
+    import soundfile
+
+    voice = [embeddings[n] for n in ("kal_1.wav", "kal_2.wav", "kal_3.wav")]
+    same, rate = soundfile.read(clips["kal_4.wav"], dtype="float32")
+    other, _ = soundfile.read(clips["ked_1.wav"], dtype="float32")
+    assert speech_similarity(encoder, same, rate, voice, threshold) >= threshold
+    assert speech_similarity(encoder, other, rate, voice, threshold) < threshold

@@ -6,10 +6,13 @@ Two recordings of one person give embeddings pointing the same way (cosine simil
 different people give lower scores. The threshold between the two is a measurement, not a
 guess: benchmarks/speaker_calibration.py, results in benchmarks/results/speaker-calibration.md.
 
-Two parts:
+Three parts:
 - pure decisions on embeddings (numpy only): `similarity`, `centroid`, `consistency`,
-  `odd_clips`. Nothing there loads a model, so `voice list` / `show` can rescore stored
-  embeddings for free.
+  `odd_clips`, `check_voice`. Nothing there loads a model, so `voice list` / `show` can
+  rescore stored embeddings for free.
+- stored embeddings: `embeddings_to_json` / `embeddings_from_json` (one per clip, keyed by the
+  clip's sha256 and the encoder's id) and `embed_clips`, which embeds only the clips that have
+  none yet; `speech_similarity` scores generated speech against the voice.
 - `SpeakerEncoder`, a thin adapter over resemblyzer. resemblyzer, librosa (which resemblyzer
   imports), torch and soxr are imported inside it, so importing this module costs nothing and
   `python -m avatar.voice list` never loads the encoder. Audio goes in as float samples at any
@@ -21,6 +24,7 @@ Two parts:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -277,6 +281,86 @@ def check_voice(
 
 
 # ---------------------------------------------------------------------------------------------
+# Stored embeddings: one per clip, keyed by the clip's sha256, reused until a clip changes
+
+
+def encoder_id() -> str:
+    """Which encoder made an embedding: embeddings of another encoder (a resemblyzer release
+    with other weights) are not comparable, so a stored one counts only under the same id."""
+    from importlib import metadata
+
+    try:
+        return f"resemblyzer-{metadata.version('resemblyzer')}"
+    except metadata.PackageNotFoundError:
+        return "resemblyzer-unknown"
+
+
+def embeddings_to_json(encoder: str, embeddings: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The JSON form of clips' embeddings (keyed by clip sha256), for the voice's folder:
+    {"encoder": id, "dim": 256, "clips": {sha256: [256 floats]}}."""
+    return {
+        "encoder": encoder,
+        "dim": EMBEDDING_DIM,
+        "clips": {key: [round(float(x), 7) for x in vector] for key, vector in embeddings.items()},
+    }
+
+
+def embeddings_from_json(data: Any, encoder: str) -> dict[str, np.ndarray]:
+    """The stored embeddings that are usable with `encoder`: none when they were made by
+    another encoder or the data is not what `embeddings_to_json` writes (then they are simply
+    computed again; a damaged cache never stops `voice add`)."""
+    import numpy as np
+
+    if not isinstance(data, dict) or data.get("encoder") != encoder:
+        return {}
+    clips = data.get("clips")
+    if data.get("dim") != EMBEDDING_DIM or not isinstance(clips, dict):
+        return {}
+    out: dict[str, np.ndarray] = {}
+    for key, vector in clips.items():
+        if isinstance(vector, list) and len(vector) == EMBEDDING_DIM:
+            array = np.asarray(vector, dtype=np.float32)
+            if np.all(np.isfinite(array)) and np.any(array):
+                out[str(key)] = array
+    return out
+
+
+def embed_clips(
+    encoder: SpeakerEncoder,
+    clips: Sequence[tuple[str, str | Path]],
+    stored: Mapping[str, np.ndarray],
+) -> tuple[dict[str, np.ndarray], int]:
+    """Embeddings of a voice's clips, given as (sha256, path) in the voice's order: stored
+    ones are reused, only the others are computed. Returns ({sha256: embedding}, how many were
+    computed), so `voice add --append` embeds only the new clips."""
+    out: dict[str, np.ndarray] = {}
+    computed = 0
+    for key, path in clips:
+        if key in stored:
+            out[key] = stored[key]
+        else:
+            out[key] = encoder.embed_file(path)
+            computed += 1
+    return out, computed
+
+
+def speech_similarity(
+    encoder: SpeakerEncoder,
+    samples: np.ndarray,
+    sample_rate_hz: int,
+    voice_embeddings: Sequence[np.ndarray],
+    threshold: float | None = None,
+) -> float:
+    """How much generated speech sounds like the voice: its similarity to the centroid of the
+    voice's clips (with `threshold`, of the clips that agree, odd ones set aside as in
+    `consistency`). On the same scale as the clips' scores, so the calibrated threshold
+    reads the same way."""
+    result = consistency(voice_embeddings, threshold)
+    kept = [e for e, keep in zip(voice_embeddings, result.in_reference, strict=True) if keep]
+    return similarity(encoder.embed(samples, sample_rate_hz), centroid(kept))
+
+
+# ---------------------------------------------------------------------------------------------
 # The encoder (resemblyzer), behind a thin adapter
 
 
@@ -290,7 +374,12 @@ class SpeakerEncoder:
 
     def __init__(self, device: str = "cpu") -> None:
         try:
-            from resemblyzer import VoiceEncoder
+            with warnings.catch_warnings():
+                # Two of resemblyzer's dependencies warn on import, to the user nothing they
+                # can act on: webrtcvad imports pkg_resources, resemblyzer a scipy alias.
+                warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+                warnings.filterwarnings("ignore", message=".*scipy.ndimage.morphology")
+                from resemblyzer import VoiceEncoder
         except ImportError as e:
             raise SpeakerEncoderError(
                 f"The speaker check needs the resemblyzer package, which is not installed or "
@@ -298,6 +387,7 @@ class SpeakerEncoder:
                 "(pip install '.[voice]' in avatar's folder)."
             ) from None
         self.device = device
+        self.encoder_id = encoder_id()
         self._encoder: Any = VoiceEncoder(device=device, verbose=False)
 
     def prepare(self, samples: np.ndarray, sample_rate_hz: int) -> np.ndarray:
