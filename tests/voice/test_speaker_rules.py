@@ -9,15 +9,19 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import pytest
+from fakes import FakeGPU
 
 from avatar.errors import ConfigValueError
 from avatar.stages.voice.speaker import (
     DEFAULT_THRESHOLD,
     EMBEDDING_DIM,
     SpeakerCheckSettings,
+    SpeakerEncoder,
+    SpeakerEncoderError,
     centroid,
     check_voice,
     consistency,
@@ -26,7 +30,9 @@ from avatar.stages.voice.speaker import (
     odd_clips,
     similarity,
     speaker_check_settings,
+    speaker_encoder,
 )
+from avatar.vram import InsufficientVRAMError
 
 
 def voice_like(cos: float, index: int, *, base: int = 0) -> np.ndarray:
@@ -233,3 +239,24 @@ def test_stored_embeddings_round_trip_through_json() -> None:
 )
 def test_stored_embeddings_that_cannot_be_used_are_recomputed(data: object) -> None:
     assert embeddings_from_json(data, "resemblyzer-0.1.4") == {}
+
+
+def test_a_gpu_without_room_refuses_the_encoder_before_loading_it(
+    fake_nvml: Callable[..., object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_nvml([FakeGPU("GeForce GT 710", 1024, used_mib=900)])
+    # Were the encoder loaded first, this would fail with SpeakerEncoderError instead.
+    monkeypatch.setitem(sys.modules, "resemblyzer", None)
+    settings = SpeakerCheckSettings(threshold=0.84, vram_mib=512, device="gpu")
+    with pytest.raises(InsufficientVRAMError) as caught, speaker_encoder(settings):
+        pytest.fail("the encoder must not be opened")
+    assert "'speaker'" in str(caught.value)
+    assert "512 MiB" in str(caught.value)
+
+
+def test_without_resemblyzer_the_error_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "resemblyzer", None)
+    with pytest.raises(SpeakerEncoderError, match=r"pip install '\.\[voice\]'"):
+        SpeakerEncoder("cpu")

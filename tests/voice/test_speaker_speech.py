@@ -200,3 +200,20 @@ def test_speech_is_scored_against_the_voice_it_should_sound_like(
     other, _ = soundfile.read(clips["ked_1.wav"], dtype="float32")
     assert speech_similarity(encoder, same, rate, voice, threshold) >= threshold
     assert speech_similarity(encoder, other, rate, voice, threshold) < threshold
+
+
+def test_gpu_setting_on_a_machine_without_one_runs_on_the_cpu(clips: dict[str, Path]) -> None:
+    """voice.speaker_check.device=gpu where there is none: the stage guard's CPU mode."""
+    import dataclasses
+
+    from avatar.stages.voice.speaker import speaker_encoder
+    from avatar.vram import VRAMManager
+
+    settings = dataclasses.replace(speaker_check_settings(), device="gpu")
+    manager = VRAMManager()
+    if manager.gpu is not None:
+        pytest.skip(f"this machine has a GPU ({manager.device}): test_speaker_gpu.py covers it")
+    with speaker_encoder(settings, manager=manager) as (gpu_or_cpu, record):
+        assert gpu_or_cpu.embed_file(clips["kal_1.wav"]).shape == (EMBEDDING_DIM,)
+    assert record is not None and record.device == "cpu"
+    assert manager.records == [record]
