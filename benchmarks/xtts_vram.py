@@ -79,10 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     model.gpt.init_gpt_for_inference(kv_cache=True)
     model.eval()
     params = sum(p.numel() for p in model.parameters())
+    if not cuda:
+        torch.set_num_threads(1)  # a shared CPU: one core
     start = time.perf_counter()
     model = model.to(args.device)
     load_s = time.perf_counter() - start
     weights_mib = torch.cuda.memory_allocated() / MIB if cuda else None
+    print(f"built {params / 1e6:.0f} M parameters on {args.device} ({load_s:.1f} s)", flush=True)
 
     rate = 22_050
     t = np.arange(6 * rate) / rate
