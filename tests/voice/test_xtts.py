@@ -363,3 +363,14 @@ def test_the_cache_json_matches_the_store_interface(synth: Synthesizer, store: V
     assert set(meta) == {"model", "checkpoint_id", "clips_sha256", "created", "seconds"}
     assert meta["clips_sha256"] == voice.clips_sha256
     assert meta_file.stem == f"xtts_v2-{meta['checkpoint_id'][:12]}-{voice.clips_sha256[:12]}"
+
+
+def test_an_error_inside_the_block_is_recorded_by_the_stage(
+    xtts_config: Callable[..., Any], store: VoiceStore, tmp_path: Path
+) -> None:
+    synth = Synthesizer(xtts_config(), store=store, id_cache_file=tmp_path / "ids.json")
+
+    with pytest.raises(SpeakInputError), synth:
+        synth.speak("   ", speaker="alice")
+
+    assert synth.record is not None and "SpeakInputError" in (synth.record.error or "")

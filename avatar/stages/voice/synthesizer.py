@@ -248,10 +248,13 @@ class Synthesizer:
         self._stack = stack
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Drop the model, end the stage (it records an exception that ended the block)."""
         stack, self._stack = self._stack, None
+        if self._own_manager:
+            self._manager = None  # closed with the stack; a new `with` makes a new one
         if stack is not None:
-            stack.close()
+            stack.__exit__(exc_type, exc, tb)
 
     def _drop_model(self) -> None:
         model, self._model = self._model, None
