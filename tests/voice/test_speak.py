@@ -188,3 +188,23 @@ def test_a_sweep_writes_one_file_per_job_inside_its_job_dir(
     assert written == ["sweep/0/speech.wav", "sweep/1/speech.wav"]
     assert "2 jobs, 2 ok, 0 failed" in result.stdout
     assert "latents: computed" in result.stdout and "latents: reused" in result.stdout
+
+
+def test_the_speak_command_imports_no_model_library_before_it_loads_one(tmp_path: Path) -> None:
+    """Bad input is answered without importing torch, coqui-tts or onnxruntime."""
+    code = (
+        "import sys, avatar.speak, avatar.cli.speak, avatar.voice; "
+        "print(sorted(m for m in ('torch', 'TTS', 'onnxruntime', 'hibari') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=fake_nvml_env(None),
+        capture_output=True,
+        text=True,
+        timeout=SPEAK_TIMEOUT_S,
+        check=False,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
