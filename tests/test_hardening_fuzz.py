@@ -136,7 +136,7 @@ VALUES = st.one_of(
     UNICODE,
     INTERPOLATIONS,
     SWEEPS,
-    st.sampled_from(["rtx3080", "low_vram", "cpu", "auto", "xtts_v2", "piper", "hallo"]),
+    st.sampled_from(["rtx3080", "low_vram", "cpu", "auto", "xtts_v2", "hibari", "hallo"]),
 )
 OVERRIDES = st.builds(
     "{}{}={}".format, st.sampled_from(["", "", "", "+", "++"]), KEYS, VALUES

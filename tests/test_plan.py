@@ -107,7 +107,7 @@ def test_small_cards_get_small_realesrgan_tiles_and_tile_512_matches_the_reporte
 
 
 def test_a_cpu_only_stage_under_a_gpu_profile_runs_on_the_cpu_and_needs_no_vram() -> None:
-    cfg = load_config(["profile=rtx3080", "voice=piper"])
+    cfg = load_config(["profile=rtx3080", "voice=hibari"])
 
     voice = make_plan(cfg, measured(20000)).rows[0]
 

@@ -292,7 +292,7 @@ def test_a_config_gives_the_stage_its_need_and_margin(manager: VRAMManager, cuda
 def test_a_cpu_only_stage_of_the_config_is_not_checked_against_vram(
     manager: VRAMManager, cuda: PeakCuda
 ) -> None:
-    cfg = load_config(["profile=rtx3080", "voice=piper"])
+    cfg = load_config(["profile=rtx3080", "voice=hibari"])
 
     with manager.stage("voice", config=cfg) as record:
         pass

@@ -160,8 +160,11 @@ def write_job_status(
     report: StatusReport | None = None,
     error: BaseException | str | None = None,
     auto: AutoProfile | None = None,
+    notes: Sequence[str] = (),
 ) -> Path:
     """Write this multirun job's status.json into its job dir (called by the task).
+
+    `notes` are sentences for the summary's note column (what the job made, say).
 
     `auto` is this job's own AutoProfile (its own hardware); with it the status
     says which profile this job's hardware would pick, and whether that differs
@@ -175,11 +178,12 @@ def write_job_status(
             own_choice = auto.choice
         except AvatarUserError as exc:
             own_error = f"this job could not pick a profile itself: {exc}"
-    notes = []
+    results = list(notes)  # the caller's: shown in the summary, not warned about
+    notes = list(results)
     if report is not None:
         accelerator = OmegaConf.select(cfg, "profile.accelerator", default=None)
         hidden = hidden_gpu_note(report, accelerator, os.environ)
-        notes = [hidden] if hidden else []
+        notes = ([hidden] if hidden else []) + notes
     doc = status_document(
         job=_job_info(hydra_cfg),
         report=report,
@@ -191,7 +195,8 @@ def write_job_status(
         notes=notes,
     )
     for note in doc["notes"]:
-        log.warning("%s", note)
+        if note not in results:
+            log.warning("%s", note)
     return write_status_file(Path(str(hydra_cfg.runtime.output_dir)), doc)
 
 

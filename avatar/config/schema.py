@@ -174,52 +174,59 @@ class StageConfig:
 
 @dataclass
 class VoiceConfig(StageConfig):
-    """Speech: text, and a reference clip of the voice to clone, to audio."""
+    """Speech: text, spoken with a stored voice (XTTS-v2) or the light CPU voice, to audio."""
 
     sample_rate_hz: int = ranged(1, 384_000, 24000)
+    # The languages the model speaks, as coqui-tts names them (zh-cn); one source of truth.
+    languages: list[str] = MISSING
+    # The text's language; null: the stored voice's own (XTTS-v2) or the model's first.
+    # A string checked against `languages` by validate(), so `zh_cn` is accepted for `zh-cn`.
+    language: str | None = None
+    speed: float = ranged(0.1, 4.0, 1.0)
+    pause_s: float = ranged(0.0, 10.0, 0.25)  # silence between the pieces long text is split into
 
 
-class XTTSLanguage(Enum):
-    """The 17 languages XTTS-v2 speaks (the value is what coqui-tts expects)."""
+@dataclass
+class ClipRulesConfig:
+    """What a reference clip must be, checked by `python -m avatar.voice add`."""
 
-    en = "en"
-    es = "es"
-    fr = "fr"
-    de = "de"
-    it = "it"
-    pt = "pt"
-    pl = "pl"
-    tr = "tr"
-    ru = "ru"
-    nl = "nl"
-    cs = "cs"
-    ar = "ar"
-    zh_cn = "zh-cn"
-    hu = "hu"
-    ko = "ko"
-    ja = "ja"
-    hi = "hi"
+    # shorter clips are refused (coqui's own minimum is 0.33 s)
+    min_s: float = ranged(0.33, 60.0, 1.0)
+    # longer clips get a warning: XTTS-v2 uses only this much
+    max_used_s: float = ranged(1.0, 3600.0, 30.0)
+    silence_dbfs: float = ranged(-200.0, 0.0, -50.0)  # an RMS level below this is silent: refused
+    clipped_warn_fraction: float = ranged(0.0, 1.0, 0.01)  # more samples at full scale: a warning
+
+
+@dataclass
+class ConditioningConfig:
+    """How XTTS-v2 reads a voice's clips (coqui-tts's get_conditioning_latents knobs)."""
+
+    max_ref_length_s: int = ranged(1, 3600, 30)  # of each clip, at most this many seconds are used
+    # seconds of the joined clips the GPT latent is made from
+    gpt_cond_len_s: int = ranged(1, 3600, 30)
+    gpt_cond_chunk_len_s: int = ranged(1, 3600, 4)  # the chunks those seconds are averaged over
 
 
 @dataclass
 class XTTSConfig(VoiceConfig):
-    language: XTTSLanguage = MISSING
-    speaker_wav: str | None = MISSING  # the clip to clone (6 s or more); null: built-in speaker
+    # A folder with config.json, model.pth and vocab.json; null: coqui-tts's downloaded copy.
+    checkpoint_dir: str | None = None
     temperature: float = ranged(0.01, 10.0, 0.75)
     repetition_penalty: float = ranged(1.0, 100.0, 10.0)
     top_k: int = ranged(1, 1000, 50)
     top_p: float = ranged(0.01, 1.0, 0.85)
-    speed: float = ranged(0.1, 4.0, 1.0)
-    enable_text_splitting: bool = MISSING
+    # Longest piece per language, in characters (coqui-tts's own limits): the model
+    # refuses more than 400 tokens per call.
+    max_chars: dict[str, int] = field(default_factory=dict)
+    clips: ClipRulesConfig = field(default_factory=ClipRulesConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
 
 
 @dataclass
-class PiperConfig(VoiceConfig):
-    voice: str = MISSING  # a Piper voice name, e.g. en_US-lessac-medium
-    length_scale: float = ranged(0.1, 4.0, 1.0)  # above 1 speaks slower
-    noise_scale: float = ranged(0.0, 2.0, 0.667)
-    noise_w: float = ranged(0.0, 2.0, 0.8)
-    sentence_silence_s: float = ranged(0.0, 10.0, 0.2)
+class LightVoiceConfig(VoiceConfig):
+    voice_id: str | None = None  # a hibari voice; null: the one installed with the package
+    threads: int = ranged(1, 256, 1)  # onnxruntime threads
 
 
 @dataclass
@@ -300,7 +307,7 @@ class PipelineConfig:
 # composing, with Hydra's own message.
 STAGE_SCHEMAS: dict[str, type[StageConfig]] = {
     "xtts_v2_schema": XTTSConfig,
-    "piper_schema": PiperConfig,
+    "light_schema": LightVoiceConfig,
     "wav2lip_schema": Wav2LipConfig,
     "musetalk_schema": MuseTalkConfig,
     "sadtalker_schema": SadTalkerConfig,
@@ -322,6 +329,7 @@ class AvatarConfig:
     safety_margin_mib: int = ranged(0, MAX_MIB, 512)
     gpu_index: int | None = ranged(0, 1023, 0, default=None)
     verbose: bool = False
+    voices_dir: str | None = None  # the voice store; null: $AVATAR_VOICES_DIR or the data dir
     voice: VoiceConfig = field(default_factory=VoiceConfig)
     lipsync: LipsyncConfig = field(default_factory=LipsyncConfig)
     enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
@@ -350,6 +358,7 @@ def validate(cfg: DictConfig) -> None:
         check_known_keys(cfg)
         check_ranges(cfg)
         _check_stages(cfg)
+        _check_voice_language(cfg)
     except OmegaConfBaseException as exc:
         raise unresolved_error(exc) from exc
 
@@ -369,7 +378,7 @@ def unresolved_error(exc: OmegaConfBaseException) -> ConfigValueError:
 
 
 def _schema_of(node: DictConfig) -> type | None:
-    """The dataclass a composed node was typed with (e.g. PiperConfig for voice=piper)."""
+    """The dataclass a composed node was typed with (e.g. XTTSConfig for voice=xtts_v2)."""
     schema = OmegaConf.get_type(node)
     return schema if isinstance(schema, type) and is_dataclass(schema) else None
 
@@ -511,6 +520,31 @@ _STAGE_BASES: dict[Stage, type[StageConfig]] = {
     Stage.lipsync: LipsyncConfig,
     Stage.enhance: EnhanceConfig,
 }
+
+
+def normalize_language(language: str) -> str:
+    """`zh_cn`, `ZH-CN` and `zh-cn` all mean coqui-tts's `zh-cn`."""
+    return language.strip().lower().replace("_", "-")
+
+
+def _check_voice_language(cfg: DictConfig) -> None:
+    """voice.language must be one the chosen voice option speaks (its `languages`)."""
+    voice = cfg.get("voice")
+    if voice is None or voice.get("language") is None or "languages" not in voice:
+        return
+    spoken = list(voice.languages)
+    if normalize_language(str(voice.language)) in spoken:
+        return
+    other = (
+        " For other languages use voice=xtts_v2 (17 languages, cloning from a stored voice)."
+        if voice.name != "xtts_v2"
+        else " (zh_cn is accepted for zh-cn.)"
+    )
+    raise ConfigValueError(
+        f"Invalid value for 'voice.language': {voice.language}. {voice.model} "
+        f"(voice={voice.name}) speaks {', '.join(spoken)}.{other}",
+        key="voice.language",
+    )
 
 
 def runs_on_gpu(stage: Any, profile_accelerator: Any) -> bool:

@@ -1,0 +1,203 @@
+"""`python -m avatar.speak`: text to a WAV file, with a stored voice or the light CPU voice.
+
+    python -m avatar.speak speaker=alice text="Hello there." out=hello.wav
+    python -m avatar.speak speaker=alice text_file=chapter1.txt out=chapter1.wav
+    python -m avatar.speak profile=cpu text="Hello." out=hello.wav
+    python -m avatar.speak -m speaker=alice voice.temperature=0.5,0.75 text="..."
+
+A Hydra app whose primary config (conf/speak.yaml) is avatar's `config` plus the keys only
+speaking needs, so profiles, overrides, your config file and sweeps work as for status. It
+reuses the status app's pieces: the same preparation (`prepare`), validation with the file
+that set a bad value, the sweep's status.json per job and the summary at the end. In a sweep
+a relative `out` is written inside each job's dir, so jobs never overwrite each other.
+Every bad input is one paragraph and exit status 1, checked before the model loads, and
+nothing is written.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from avatar.cli.app import _fail, _nvml_held, prepare
+from avatar.cli.sweep import finish_sweep, job_conf_dirs, write_job_status
+from avatar.config.compat import hydra_main_options, store_config
+from avatar.config.compose import TRUSTED_TARGETS
+from avatar.config.files import builtin_conf_dir
+from avatar.config.origin import validate_where_set
+from avatar.config.schema import AvatarConfig
+from avatar.errors import AvatarUserError
+from avatar.stages.voice.synthesizer import (
+    SpeakInputError,
+    SpeechResult,
+    Synthesizer,
+    check_output,
+    check_text,
+    read_text_file,
+)
+from avatar.vram import VRAMManager
+
+if TYPE_CHECKING:
+    from avatar.config.profiles import AutoProfile
+    from avatar.hardware import GPUDetection
+
+SPEAK_CONFIG = "speak"
+SPEAK_SCHEMA = "speak_schema"
+
+
+@dataclass
+class SpeakConfig(AvatarConfig):
+    """conf/speak.yaml: avatar's schema plus the keys only `python -m avatar.speak` has."""
+
+    speaker: str | None = None  # a stored voice (XTTS-v2)
+    text: str | None = None
+    text_file: str | None = None
+    out: str = "speech.wav"
+    overwrite: bool = False
+
+
+def speak_schema() -> DictConfig:
+    """SpeakConfig with avatar's own keys left missing, to be merged after `config`.
+
+    Merged after avatar's config (a subclass of its schema may extend it), it adds the
+    speak keys and their types without resetting what the config composed (a missing
+    value never overrides one in a merge).
+    """
+    node = OmegaConf.structured(SpeakConfig)
+    for entry in fields(AvatarConfig):
+        node[entry.name] = MISSING
+    return node
+
+
+def _text(cfg: DictConfig) -> str:
+    if cfg.text is not None and cfg.text_file is not None:
+        raise SpeakInputError(
+            'Both text= and text_file= are set: give the text one way, either text="..." or '
+            "text_file=FILE."
+        )
+    if cfg.text_file is not None:
+        return read_text_file(str(cfg.text_file))
+    return check_text(None if cfg.text is None else str(cfg.text))
+
+
+def speak(
+    cfg: DictConfig, *, job_dir: Path | None = None, detection: GPUDetection | None = None
+) -> tuple[SpeechResult, Synthesizer]:
+    """Check everything that needs no model, then load it once and speak.
+
+    `job_dir`: a sweep job's dir, where a relative `out` goes. `detection`: the one
+    `prepare()` made in this process, reused (a sweep job detects its own hardware). The
+    Synthesizer comes back for its stage record and load time (filled in once the stage
+    has ended).
+    """
+    text = _text(cfg)
+    out = Path(str(cfg.out)).expanduser()
+    if job_dir is not None and not out.is_absolute():
+        out = job_dir / out
+    path = check_output(out, overwrite=bool(cfg.overwrite))
+    manager = None if detection is None else VRAMManager(cfg.gpu_index, detection=detection)
+    synth = Synthesizer(cfg, manager=manager)
+    speaker = None if cfg.speaker is None else str(cfg.speaker)
+    voice = synth.check_speaker(speaker)
+    synth.check_language(voice)
+    try:
+        with synth:
+            result = synth.speak(text, speaker=speaker, out=path, overwrite=bool(cfg.overwrite))
+    finally:
+        if manager is not None:
+            manager.close()
+    return result, synth
+
+
+def render_speech(result: SpeechResult, synth: Synthesizer, speaker: str | None) -> str:
+    """What the run made and what it cost, for the terminal."""
+    who = f"voice '{speaker}'" if speaker else "the light voice"
+    lines = [
+        f"Wrote {result.path}: {result.audio_s:.2f} s of speech ({who}, {synth.option}, "
+        f"{result.language}) in {result.wall_s:.2f} s, real-time factor "
+        f"{result.real_time_factor:.2f}",
+        f"  model load {synth.load_s:.2f} s; {result.pieces} piece(s); latents: "
+        + (
+            f"{result.latents} ({result.clone_s:.2f} s)"
+            if result.latents != "none"
+            else "none (no cloning)"
+        ),
+    ]
+    record = synth.record
+    if record is not None:
+        peak = "not measured" if record.peak_mib is None else f"{record.peak_mib:.0f} MiB"
+        stayed = "n/a" if record.stayed_mib is None else f"{record.stayed_mib:.0f} MiB"
+        lines.append(
+            f"  stage voice on {record.device}: declared {record.required_mib:.0f} MiB, "
+            f"peak {peak}, stayed after cleanup {stayed}"
+        )
+    return "\n".join(lines)
+
+
+def run_speak(cfg: DictConfig, hydra_cfg: DictConfig, auto: AutoProfile | None = None) -> None:
+    """The app once Hydra has composed `cfg`: validate, speak, report (and record a sweep job).
+
+    `auto` is the choice `prepare()` made in this process; its detection is reused by a
+    single run.
+    """
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    job_dir = Path(str(hydra_cfg.runtime.output_dir)).absolute() if multirun else None
+    try:
+        validate_where_set(
+            cfg,
+            overrides=list(hydra_cfg.overrides.task),
+            config_name=hydra_cfg.job.config_name,
+            conf_dirs=job_conf_dirs(hydra_cfg),
+        )
+        detection = None if multirun or auto is None else auto.detection
+        result, synth = speak(cfg, job_dir=job_dir, detection=detection)
+    except AvatarUserError as exc:
+        if multirun:  # recorded in status.json and the summary; main() exits 1 at the end
+            write_job_status(hydra_cfg, cfg, error=exc)
+            print(f"Error: {exc}", file=sys.stderr)
+            return
+        _fail(exc)
+        return
+    print(render_speech(result, synth, None if cfg.speaker is None else str(cfg.speaker)))
+    if multirun:
+        note = f"wrote {result.path} ({result.audio_s:.2f} s, RTF {result.real_time_factor:.2f})"
+        write_job_status(hydra_cfg, cfg, notes=[note])
+
+
+def speak_app(auto: AutoProfile | None = None) -> Callable[[], None]:
+    """The `@hydra.main` app: a thin call into `run_speak`."""
+
+    @hydra.main(
+        config_path=str(builtin_conf_dir()),
+        config_name=SPEAK_CONFIG,
+        **hydra_main_options(*TRUSTED_TARGETS),
+    )
+    def avatar_speak(cfg: DictConfig) -> None:
+        run_speak(cfg, HydraConfig.get(), auto)
+
+    return avatar_speak
+
+
+def main() -> None:
+    """Entry point of `python -m avatar.speak`."""
+    with _nvml_held():
+        try:
+            auto = prepare(sys.argv[1:])
+            store_config(name=SPEAK_SCHEMA, node=speak_schema())
+        except AvatarUserError as exc:
+            _fail(exc)
+        try:
+            speak_app(auto)()
+        finally:
+            summary = finish_sweep()  # a multirun's summary, even when Hydra stopped early
+    if summary is not None and summary.failed:
+        print(f"Error: {summary.failure_message()}", file=sys.stderr)
+        sys.exit(1)
