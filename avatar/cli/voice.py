@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Sequence
@@ -32,6 +33,12 @@ from avatar.cli.tables import render_table
 from avatar.errors import AvatarUserError
 from avatar.stages.voice.audio import ClipRules, xtts_clip_rules
 from avatar.stages.voice.languages import XTTS_LANGUAGES
+from avatar.stages.voice.speaker import (
+    AddSpeakerCheck,
+    VoiceScores,
+    speaker_check_settings,
+    stored_voice_scores,
+)
 from avatar.stages.voice.store import (
     VOICES_DIR_ENV,
     CacheEntry,
@@ -39,6 +46,7 @@ from avatar.stages.voice.store import (
     VoiceError,
     VoiceStore,
     default_voices_dir,
+    read_speaker_data,
 )
 
 JSON_SCHEMA_VERSION = 1
@@ -91,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the voice's language, needed for a new voice: {' '.join(XTTS_LANGUAGES)}",
     )
     add.add_argument("--append", action="store_true", help="add the clips to an existing voice")
+    add.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse the whole add when a clip does not sound like the voice's other clips "
+        "(the speaker check; without it such a clip is kept with a warning)",
+    )
 
     commands.add_parser("list", parents=[common], help="the stored voices")
     show = commands.add_parser("show", parents=[common], help="a voice's clips and cache")
@@ -166,13 +180,20 @@ def _run(args: argparse.Namespace) -> int:
 
 def _add(store: VoiceStore, args: argparse.Namespace, rules: ClipRules, as_json: bool) -> int:
     before = {clip.sha256 for clip in _existing_clips(store, args.name)} if args.append else set()
-    voice = store.add(args.name, args.clips, args.language, append=args.append, rules=rules)
+    speaker = AddSpeakerCheck(strict=args.strict)
+    voice = store.add(
+        args.name, args.clips, args.language, append=args.append, rules=rules, check=speaker
+    )
     for clip in voice.clips:
         if clip.sha256 in before:
             continue
         for check in clip.checks:
             print(f"Warning: clip {clip.original_name}: {check}.", file=sys.stderr)
+    verdict_lines = _speaker_verdict(speaker, voice)
     if as_json:
+        for line in verdict_lines:
+            if line.startswith("Warning:"):
+                print(line, file=sys.stderr)
         _print_voice(store, voice, as_json)
         return 0
     added = len(voice.clips) - len(before)
@@ -181,7 +202,38 @@ def _add(store: VoiceStore, args: argparse.Namespace, rules: ClipRules, as_json:
         f"{verb} voice {voice.name!r} ({voice.language}): {len(voice.clips)} "
         f"clip{'s' * (len(voice.clips) != 1)}, {voice.total_s:.1f} s, in {voice.dir}"
     )
+    for line in verdict_lines:
+        print(line, file=sys.stderr if line.startswith("Warning:") else sys.stdout)
     return 0
+
+
+def _speaker_verdict(check: AddSpeakerCheck, voice: Voice) -> list[str]:
+    """What the speaker check found on add: odd clips and incomplete checks are warnings
+    (stderr), the rest a result line (stdout)."""
+    lines = [f"Warning: speaker check incomplete: {problem}" for problem in check.problems]
+    scores = check.scores
+    if scores is None:
+        return lines
+    verdict = scores.verdict
+    threshold = verdict.threshold
+    for clip in verdict.odd:
+        lines.append(
+            f"Warning: clip {clip.name}"
+            f" does not sound like the voice's other clips: similarity {clip.score:.2f}, below "
+            f"the threshold {threshold:.2f} (another speaker, or a very different recording?). "
+            f"Remove it with `python -m avatar.voice rm {shlex.quote(voice.name)} --clip "
+            f"{shlex.quote(clip.name)}`, or add with --strict to refuse such clips."
+        )
+    if verdict.odd:
+        return lines
+    differs = (
+        not verdict.can_single_out
+        and scores.consistency is not None
+        and scores.consistency < threshold
+    )
+    prefix = "Warning: speaker check" if differs else "Speaker check"
+    lines.append(f"{prefix}: {verdict.note} ({check.computed} clip(s) embedded now).")
+    return lines
 
 
 def _existing_clips(store: VoiceStore, name: str) -> tuple[Any, ...]:
@@ -234,16 +286,25 @@ def _list(store: VoiceStore, as_json: bool) -> int:
                 str(len(voice.clips)),
                 f"{voice.total_s:.1f}",
                 ", ".join(_cached_models(store, voice)) or "-",
+                _consistency_cell(_scores(voice)),
             ]
             for voice in voices
         ]
-        rows += [[error.dir.name, "?", "?", "?", "damaged (see below)"] for error in errors]
-        header = ["NAME", "LANGUAGE", "CLIPS", "SECONDS", "CACHED MODELS"]
+        rows += [[error.dir.name, "?", "?", "?", "damaged (see below)", "?"] for error in errors]
+        header = ["NAME", "LANGUAGE", "CLIPS", "SECONDS", "CACHED MODELS", "CONSISTENCY"]
         print(f"Voices in {store.root}:")
         print("\n".join(render_table(header, rows, indent="  ", right={2, 3})))
     for error in errors:
         print(f"Error: {error}", file=sys.stderr)
     return EXIT_USER_ERROR if errors else 0
+
+
+def _consistency_cell(scores: VoiceScores | None) -> str:
+    if scores is None:
+        return "not checked"
+    value = "-" if scores.consistency is None else f"{scores.consistency:.2f}"
+    odd = len(scores.verdict.odd)
+    return f"{value} ({odd} odd clip{'s' * (odd != 1)})" if odd else value
 
 
 def _cached_models(store: VoiceStore, voice: Voice) -> list[str]:
@@ -252,7 +313,15 @@ def _cached_models(store: VoiceStore, voice: Voice) -> list[str]:
     return sorted({e.model for e in entries if e.current and e.has_latents and e.error is None})
 
 
+def _scores(voice: Voice) -> VoiceScores | None:
+    """The voice's speaker check from its stored embeddings (no encoder, no torch)."""
+    clips = [(clip.original_name, clip.sha256) for clip in voice.clips]
+    threshold = speaker_check_settings().threshold
+    return stored_voice_scores(clips, read_speaker_data(voice.dir), threshold)
+
+
 def _voice_summary(store: VoiceStore, voice: Voice) -> dict[str, Any]:
+    scores = _scores(voice)
     return {
         "name": voice.name,
         "language": voice.language,
@@ -261,6 +330,7 @@ def _voice_summary(store: VoiceStore, voice: Voice) -> dict[str, Any]:
         "total_s": voice.total_s,
         "cached_models": _cached_models(store, voice),
         "dir": str(voice.dir),
+        "speaker_check": None if scores is None else scores.to_json(),
     }
 
 
@@ -274,6 +344,7 @@ def _voice_json(store: VoiceStore, voice: Voice) -> dict[str, Any]:
         "clips_sha256": voice.clips_sha256,
         "clips": [clip.to_json() for clip in voice.clips],
         "cache": [entry.to_json() for entry in store.cache_entries(voice)],
+        "speaker_check": None if (scores := _scores(voice)) is None else scores.to_json(),
     }
 
 
@@ -297,7 +368,17 @@ def _print_voice(store: VoiceStore, voice: Voice, as_json: bool) -> None:
         for clip in voice.clips
     ]
     header = ["FILE", "ORIGINAL", "SECONDS", "SAMPLE RATE HZ", "CHANNELS", "CHECKS"]
+    scores = _scores(voice)
+    if scores is not None:
+        header.append("SIMILARITY")
+        for row, score in zip(rows, scores.scores, strict=True):
+            row.append("-" if score is None else f"{score:.2f}")
     print("\n".join(render_table(header, rows, indent="  ", right={2})))
+    if scores is None:
+        print("Speaker check: not done (no stored speaker embeddings; added before the check).")
+    else:
+        consistency = "-" if scores.consistency is None else f"{scores.consistency:.2f}"
+        print(f"Speaker check: consistency {consistency}; {scores.verdict.note}.")
     entries = store.cache_entries(voice)
     if not entries:
         print("Cache: none yet (latents are computed on the voice's first use and kept).")

@@ -209,9 +209,21 @@ class ConditioningConfig:
 
 
 @dataclass
+class SpeakerCheckConfig:
+    """The speaker check (resemblyzer): odd clips on `voice add`, similarity after speak."""
+
+    # measured: benchmarks/results/speaker-calibration.md
+    threshold: float = ranged(-1.0, 1.0, 0.84)
+    device: str = "cpu"  # cpu or gpu (checked by speaker_check_settings)
+    vram_mib: float = ranged(0, MAX_MIB, 512.0)  # an estimate until measured on a GPU
+
+
+@dataclass
 class XTTSConfig(VoiceConfig):
     # A folder with config.json, model.pth and vocab.json; null: coqui-tts's downloaded copy.
     checkpoint_dir: str | None = None
+    # sha256 identity of the released checkpoint; null or another: "not the released one"
+    released_checkpoint_sha256: str | None = None
     temperature: float = ranged(0.01, 10.0, 0.75)
     repetition_penalty: float = ranged(1.0, 100.0, 10.0)
     top_k: int = ranged(1, 1000, 50)
@@ -221,6 +233,7 @@ class XTTSConfig(VoiceConfig):
     max_chars: dict[str, int] = field(default_factory=dict)
     clips: ClipRulesConfig = field(default_factory=ClipRulesConfig)
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    speaker_check: SpeakerCheckConfig = field(default_factory=SpeakerCheckConfig)
 
 
 @dataclass

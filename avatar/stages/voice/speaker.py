@@ -465,3 +465,137 @@ def speaker_encoder(
         SpeakerEncoder(record.device) as encoder,
     ):
         yield encoder, record
+
+
+# ---------------------------------------------------------------------------------------------
+# The check on a stored voice: on `voice add` (embeds), on `voice show` / `list` (reads only)
+
+
+class OddClipsRefusedError(AvatarUserError):
+    """`voice add --strict` and a clip that does not sound like the others: nothing stored."""
+
+
+@dataclass(frozen=True)
+class VoiceScores:
+    """A voice's speaker check, from its clips' embeddings.
+
+    names: the clips' names (original file names), in the voice's order.
+    scores: per clip, its similarity to the voice (see `consistency`); None for a clip without
+        an embedding (the encoder found no speech in it, or it was stored before the check).
+    consistency: the mean score (with two clips, their similarity); None below two scored clips.
+    verdict: which clips are odd, or why none can be singled out.
+    """
+
+    names: tuple[str, ...]
+    scores: tuple[float | None, ...]
+    consistency: float | None
+    verdict: OddClipVerdict
+
+    @property
+    def unscored(self) -> tuple[str, ...]:
+        return tuple(n for n, s in zip(self.names, self.scores, strict=True) if s is None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "threshold": self.verdict.threshold,
+            "consistency": _rounded(self.consistency),
+            "can_single_out": self.verdict.can_single_out,
+            "odd_clips": [{"clip": c.name, "score": round(c.score, 4)} for c in self.verdict.odd],
+            "note": self.verdict.note,
+            "clips": [
+                {"clip": name, "score": _rounded(score)}
+                for name, score in zip(self.names, self.scores, strict=True)
+            ],
+        }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def score_voice(
+    clips: Sequence[tuple[str, str]], embeddings: Mapping[str, np.ndarray], threshold: float
+) -> VoiceScores:
+    """The check of a voice whose clips are (name, sha256) in order, from embeddings keyed by
+    sha256 (clips without one are left out of the comparison and scored None). Pure: numpy."""
+    present = [(name, key) for name, key in clips if key in embeddings]
+    names = [name for name, _ in present]
+    if not present:
+        note = "no clip has a speaker embedding, so the voice cannot be checked"
+        verdict = OddClipVerdict(False, (), note, threshold)
+        return VoiceScores(tuple(n for n, _ in clips), (None,) * len(clips), None, verdict)
+    result = consistency([embeddings[key] for _, key in present], threshold)
+    verdict = odd_clips(result.scores, threshold, names)
+    by_key = dict(zip((key for _, key in present), result.scores, strict=False))
+    scores = tuple(by_key.get(key) for _, key in clips) if result.scores else (None,) * len(clips)
+    return VoiceScores(tuple(n for n, _ in clips), scores, result.consistency, verdict)
+
+
+def stored_voice_scores(
+    clips: Sequence[tuple[str, str]], data: Any, threshold: float
+) -> VoiceScores | None:
+    """The check of a stored voice from its speaker.json (`data`, parsed) without the encoder:
+    what `voice show` and `list` print. None when the voice has no usable stored embeddings
+    (stored before the speaker check, or by an encoder this install cannot compare)."""
+    encoder = data.get("encoder") if isinstance(data, dict) else None
+    stored = embeddings_from_json(data, str(encoder)) if encoder else {}
+    if not any(key in stored for _, key in clips):
+        return None
+    return score_voice(clips, stored, threshold)
+
+
+class AddSpeakerCheck:
+    """The speaker check `VoiceStore.add` runs before its commit (the store's `check=`).
+
+    Embeds the clips that have no stored embedding yet (a clip is known by its sha256, so an
+    append embeds only the new clips), scores the voice, and with `strict` refuses the add when
+    a clip is odd. A clip the encoder cannot use (no speech found) or a missing encoder does
+    not stop the add: `problems` says why the check is incomplete. Results for the caller:
+    `scores`, `computed` (how many clips were embedded now), `problems`.
+    """
+
+    def __init__(
+        self,
+        settings: SpeakerCheckSettings | None = None,
+        *,
+        strict: bool = False,
+        open_encoder: Any = None,
+    ) -> None:
+        self.settings = settings or speaker_check_settings()
+        self.strict = strict
+        self._open = open_encoder or (lambda: speaker_encoder(self.settings))
+        self.scores: VoiceScores | None = None
+        self.computed = 0
+        self.problems: list[str] = []
+
+    def __call__(
+        self, clips: Sequence[tuple[str, str, Path]], stored_data: Any
+    ) -> dict[str, Any] | None:
+        try:
+            with self._open() as (encoder, _record):
+                stored = embeddings_from_json(stored_data, encoder.encoder_id)
+                embeddings: dict[str, np.ndarray] = {}
+                for name, key, path in clips:
+                    try:
+                        found, computed = embed_clips(encoder, [(key, path)], stored)
+                    except SpeakerEncoderError as exc:
+                        self.problems.append(f"clip {name}: {exc}")
+                        continue
+                    embeddings.update(found)
+                    self.computed += computed
+                encoder_name = encoder.encoder_id
+        except SpeakerEncoderError as exc:
+            self.problems.append(str(exc))
+            return None
+        names = [(name, key) for name, key, _ in clips]
+        self.scores = score_voice(names, embeddings, self.settings.threshold)
+        odd = self.scores.verdict.odd
+        if self.strict and odd:
+            listed = ", ".join(f"{c.name} (similarity {c.score:.2f})" for c in odd)
+            raise OddClipsRefusedError(
+                f"--strict: {listed} {'does' if len(odd) == 1 else 'do'} not sound like the "
+                f"voice's other clips (below the threshold {self.settings.threshold:.2f}, "
+                "voice.speaker_check.threshold), so nothing was added or changed. Leave the "
+                "odd clip out, or add without --strict to keep it with a warning."
+            )
+        return embeddings_to_json(encoder_name, embeddings)

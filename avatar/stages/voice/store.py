@@ -5,6 +5,7 @@ Layout of the store (one folder, `voices_dir`):
     <key>/manifest.json    name, language, created, and each clip's facts (schema_version 1)
     <key>/clips/NN-*.wav   normalised copies of the clips (mono, 22,050 Hz, PCM_16)
     <key>/cache/           conditioning latents per model, written by the cloner
+    <key>/speaker.json     speaker embeddings per clip sha256 (the speaker check; optional)
     .lock                  flock: one writer at a time, readers wait for it
     .journal-<id>.json     a multi-step change in progress (rolled forward or tidied on next use)
     .tmp-<id>/             a voice being built or being deleted
@@ -16,6 +17,8 @@ Why each write is safe when the process is killed at any point:
 - add (new voice): built whole in `.tmp-<id>/`, then renamed into place (the commit).
 - add --append, rm --clip: a journal first; new clip files, then the manifest is
   replaced atomically (the commit); files the manifest does not name are removed after.
+  speaker.json (embeddings keyed by clip sha256) is replaced atomically before the commit:
+  an entry for a clip the manifest does not name is never read, so a crash leaves it harmless.
   Killed before the commit, the next command removes the unreferenced files: as before.
 - rm: the folder is renamed to `.tmp-<id>/` (the commit), then deleted.
 - rename: the journal is the commit; the folder rename and the manifest's new name are
@@ -35,7 +38,7 @@ import shlex
 import shutil
 import unicodedata
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,6 +58,7 @@ from avatar.stages.voice.locking import store_lock
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+SPEAKER_FILE = "speaker.json"
 CLIPS_DIR = "clips"
 CACHE_DIR = "cache"
 LOCK_FILE = ".lock"
@@ -94,6 +98,13 @@ CRASH_STEPS: dict[str, tuple[str, ...]] = {
         "rename.manifest-written",
     ),
 }
+
+
+# A check run on `add` once the clips are written but before the commit: it gets every clip of
+# the voice-to-be as (original name, sha256, path of the normalised copy) in order, and what
+# speaker.json held (parsed, or None); it returns what speaker.json is to hold (None: leave it
+# as it is), or raises to refuse the add, which then changes nothing.
+AddCheck = Callable[[Sequence[tuple[str, str, Path]], Any], "dict[str, Any] | None"]
 
 
 # ---------------------------------------------------------------- errors
@@ -445,6 +456,15 @@ def read_voice(voice_dir: Path) -> Voice:
     return _voice_from_manifest(voice_dir, _read_manifest(voice_dir))
 
 
+def read_speaker_data(voice_dir: Path) -> Any:
+    """The parsed speaker.json of a voice folder, or None when it is missing or unreadable
+    (the speaker check then treats every clip as not embedded yet)."""
+    try:
+        return json.loads((voice_dir / SPEAKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
 def read_cache_entries(voice: Voice) -> list[CacheEntry]:
     """The voice's latent cache entries, from their `.json` files only (no torch)."""
     entries: list[CacheEntry] = []
@@ -531,6 +551,7 @@ class VoiceStore:
         *,
         append: bool = False,
         rules: ClipRules | None = None,
+        check: AddCheck | None = None,
     ) -> Voice:
         """Store a new voice from these clips, or with `append=True` add clips to one.
 
@@ -538,6 +559,8 @@ class VoiceStore:
         is refused, ClipError has one paragraph per refused clip and nothing is stored.
         A new voice needs a language (one of the 17 XTTS-v2 codes); on append, a given
         language must be the voice's own. `rules` default to conf/voice/xtts_v2.yaml's.
+        `check` (the speaker check) runs on the written clips before the commit; what it
+        returns is stored as speaker.json in the same commit, and if it raises nothing changes.
         """
         display = check_voice_name(name)
         key = _fold(display)
@@ -564,7 +587,7 @@ class VoiceStore:
                         f"for {code}: `python -m avatar.voice add NAME CLIP... --language {code}`."
                     )
                 _refuse_duplicates(prepared, voice.clips)
-                return self._append(voice, prepared)
+                return self._append(voice, prepared, check)
             if append:
                 raise UnknownVoiceError(
                     f"--append adds clips to a stored voice, and there is no voice named "
@@ -573,7 +596,7 @@ class VoiceStore:
                 )
             if code is None:
                 raise self._language_needed(display)
-            return self._create(display, key, code, prepared)
+            return self._create(display, key, code, prepared, check)
 
     def remove(self, name: str, *, clip: str | None = None) -> Voice | None:
         """Remove the whole voice, or with `clip=` one clip of it (returns the voice left).
@@ -640,7 +663,12 @@ class VoiceStore:
     # -- the steps of a write
 
     def _create(
-        self, name: str, key: str, language: str, prepared: Sequence[PreparedClip]
+        self,
+        name: str,
+        key: str,
+        language: str,
+        prepared: Sequence[PreparedClip],
+        check: AddCheck | None = None,
     ) -> Voice:
         staging = self.root / f"{TMP_MARK}add-{uuid.uuid4().hex[:12]}"
         (staging / CLIPS_DIR).mkdir(parents=True)
@@ -651,6 +679,14 @@ class VoiceStore:
             _write_new_file(staging / file, item.wav_bytes)
             clips.append(_clip_from(item, file))
             _crash_point("add.staging")
+        if check is not None:
+            try:
+                data = check([(c.original_name, c.sha256, staging / c.file) for c in clips], None)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            if data is not None:
+                _write_new_file(staging / SPEAKER_FILE, _json_bytes(data))
         _write_new_file(
             staging / MANIFEST, _json_bytes(_manifest(name, language, _now_iso(), clips))
         )
@@ -662,7 +698,9 @@ class VoiceStore:
         _crash_point("add.committed")
         return read_voice(self.root / key)
 
-    def _append(self, voice: Voice, prepared: Sequence[PreparedClip]) -> Voice:
+    def _append(
+        self, voice: Voice, prepared: Sequence[PreparedClip], check: AddCheck | None = None
+    ) -> Voice:
         journal = self._begin({"op": "append", "voice": voice.dir.name}, step="append.journal")
         index = _next_clip_index(voice.clips)
         taken = {clip.file for clip in voice.clips}
@@ -678,6 +716,19 @@ class VoiceStore:
             taken.add(file)
             index += 1
         _fsync_dir(voice.dir / CLIPS_DIR)
+        if check is not None:
+            all_clips = (*voice.clips, *new_clips)
+            try:
+                speaker = check(
+                    [(c.original_name, c.sha256, voice.dir / c.file) for c in all_clips],
+                    read_speaker_data(voice.dir),
+                )
+            except BaseException:
+                _tidy_voice(voice.dir)  # the new clip files: the manifest does not name them
+                self._end(journal)
+                raise
+            if speaker is not None:
+                _atomic_write(voice.dir / SPEAKER_FILE, _json_bytes(speaker))
         data = _read_manifest(voice.dir)
         data["clips"] = [c.to_json() for c in (*voice.clips, *new_clips)]
         _atomic_write(voice.dir / MANIFEST, _json_bytes(data), step="append.manifest")
