@@ -16,11 +16,12 @@ nothing is written.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -35,6 +36,13 @@ from avatar.config.files import builtin_conf_dir
 from avatar.config.origin import validate_where_set
 from avatar.config.schema import AvatarConfig
 from avatar.errors import AvatarUserError
+from avatar.stages.voice.speaker import (
+    SpeechSimilarity,
+    is_released_checkpoint,
+    score_speech,
+    speaker_check_settings,
+)
+from avatar.stages.voice.store import SPEAKER_FILE, Voice, atomic_write_bytes, read_speaker_data
 from avatar.stages.voice.synthesizer import (
     SpeakInputError,
     SpeechResult,
@@ -69,12 +77,16 @@ def speak_schema() -> DictConfig:
 
     Merged after avatar's config (a subclass of its schema may extend it), it adds the
     speak keys and their types without resetting what the config composed (a missing
-    value never overrides one in a merge).
+    value never overrides one in a merge). avatar's own keys are redeclared as `Any` here:
+    a missing node typed VoiceConfig would retype the composed voice=xtts_v2 node as the
+    base VoiceConfig, and its own keys (voice.checkpoint_dir) would then read as unknown.
     """
-    node = OmegaConf.structured(SpeakConfig)
-    for entry in fields(AvatarConfig):
-        node[entry.name] = MISSING
-    return node
+    loose = make_dataclass(
+        "SpeakSchema",
+        [(entry.name, Any, field(default=MISSING)) for entry in fields(AvatarConfig)],
+        bases=(SpeakConfig,),
+    )
+    return OmegaConf.structured(loose)
 
 
 def _text(cfg: DictConfig) -> str:
@@ -90,13 +102,14 @@ def _text(cfg: DictConfig) -> str:
 
 def speak(
     cfg: DictConfig, *, job_dir: Path | None = None, detection: GPUDetection | None = None
-) -> tuple[SpeechResult, Synthesizer]:
+) -> tuple[SpeechResult, Synthesizer, SpeechSimilarity | None]:
     """Check everything that needs no model, then load it once and speak.
 
     `job_dir`: a sweep job's dir, where a relative `out` goes. `detection`: the one
     `prepare()` made in this process, reused (a sweep job detects its own hardware). The
     Synthesizer comes back for its stage record and load time (filled in once the stage
-    has ended).
+    has ended), and with a stored voice the speech's similarity to it (the speaker check;
+    None with the light voice).
     """
     text = _text(cfg)
     out = Path(str(cfg.out)).expanduser()
@@ -108,17 +121,46 @@ def speak(
     speaker = None if cfg.speaker is None else str(cfg.speaker)
     voice = synth.check_speaker(speaker)
     synth.check_language(voice)
+    similarity = None
     try:
         with synth:
             result = synth.speak(text, speaker=speaker, out=path, overwrite=bool(cfg.overwrite))
+        if voice is not None:  # after the model's stage: the encoder never shares its VRAM
+            similarity = _speech_similarity(cfg, voice, result, synth)
     finally:
         if manager is not None:
             manager.close()
-    return result, synth
+    return result, synth, similarity
 
 
-def render_speech(result: SpeechResult, synth: Synthesizer, speaker: str | None) -> str:
-    """What the run made and what it cost, for the terminal."""
+def _speech_similarity(
+    cfg: DictConfig, voice: Voice, result: SpeechResult, synth: Synthesizer
+) -> SpeechSimilarity:
+    """The generated speech against the voice's stored embeddings (the ones a voice stored
+    before the speaker check lacks are computed now and kept in its speaker.json)."""
+    checkpoint_id = None if synth.checkpoint is None else synth.checkpoint.checkpoint_id
+    released_sha = OmegaConf.select(cfg, "voice.released_checkpoint_sha256", default=None)
+    clips = [(c.original_name, c.sha256, voice.dir / c.file) for c in voice.clips]
+    similarity, update = score_speech(
+        result.audio,
+        result.sample_rate_hz,
+        clips,
+        read_speaker_data(voice.dir),
+        speaker_check_settings(cfg),
+        released=is_released_checkpoint(checkpoint_id, released_sha),
+    )
+    if update is not None:
+        atomic_write_bytes(voice.dir / SPEAKER_FILE, (json.dumps(update) + "\n").encode())
+    return similarity
+
+
+def render_speech(
+    result: SpeechResult,
+    synth: Synthesizer,
+    speaker: str | None,
+    similarity: SpeechSimilarity | None = None,
+) -> str:
+    """What the run made, what it cost and how close it is to the voice, for the terminal."""
     who = f"voice '{speaker}'" if speaker else "the light voice"
     lines = [
         f"Wrote {result.path}: {result.audio_s:.2f} s of speech ({who}, {synth.option}, "
@@ -139,6 +181,8 @@ def render_speech(result: SpeechResult, synth: Synthesizer, speaker: str | None)
             f"  stage voice on {record.device}: declared {record.required_mib:.0f} MiB, "
             f"peak {peak}, stayed after cleanup {stayed}"
         )
+    if similarity is not None:
+        lines.append(f"  {similarity.describe()}")
     return "\n".join(lines)
 
 
@@ -158,7 +202,7 @@ def run_speak(cfg: DictConfig, hydra_cfg: DictConfig, auto: AutoProfile | None =
             conf_dirs=job_conf_dirs(hydra_cfg),
         )
         detection = None if multirun or auto is None else auto.detection
-        result, synth = speak(cfg, job_dir=job_dir, detection=detection)
+        result, synth, similarity = speak(cfg, job_dir=job_dir, detection=detection)
     except AvatarUserError as exc:
         if multirun:  # recorded in status.json and the summary; main() exits 1 at the end
             write_job_status(hydra_cfg, cfg, error=exc)
@@ -166,10 +210,12 @@ def run_speak(cfg: DictConfig, hydra_cfg: DictConfig, auto: AutoProfile | None =
             return
         _fail(exc)
         return
-    print(render_speech(result, synth, None if cfg.speaker is None else str(cfg.speaker)))
+    speaker = None if cfg.speaker is None else str(cfg.speaker)
+    print(render_speech(result, synth, speaker, similarity))
     if multirun:
         note = f"wrote {result.path} ({result.audio_s:.2f} s, RTF {result.real_time_factor:.2f})"
-        write_job_status(hydra_cfg, cfg, notes=[note])
+        notes = [note] if similarity is None else [note, similarity.describe()]
+        write_job_status(hydra_cfg, cfg, notes=notes)
 
 
 def speak_app(auto: AutoProfile | None = None) -> Callable[[], None]:
@@ -190,7 +236,7 @@ def main() -> None:
     """Entry point of `python -m avatar.speak`."""
     with _nvml_held():
         try:
-            auto = prepare(sys.argv[1:])
+            auto, _config_dir = prepare(sys.argv[1:])  # speak.yaml is in the built-in folder
             store_config(name=SPEAK_SCHEMA, node=speak_schema())
         except AvatarUserError as exc:
             _fail(exc)

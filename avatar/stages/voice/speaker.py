@@ -599,3 +599,95 @@ class AddSpeakerCheck:
                 "odd clip out, or add without --strict to keep it with a warning."
             )
         return embeddings_to_json(encoder_name, embeddings)
+
+
+# ---------------------------------------------------------------------------------------------
+# After speak: how much the generated speech sounds like the voice
+
+NOT_RELEASED = "similarity is meaningless with this checkpoint (not the released XTTS-v2)"
+
+
+@dataclass(frozen=True)
+class SpeechSimilarity:
+    """The similarity of generated speech to the voice it was spoken with.
+
+    score: on the clips' scale (the calibrated threshold reads the same way); None when it
+        could not be measured (`problem` says why).
+    released: whether the checkpoint is the released XTTS-v2 (its sha256 is the config's
+        `voice.released_checkpoint_sha256`); with any other (a test model with random weights,
+        a fine-tune) the score says nothing about the voice, and `describe` says so.
+    """
+
+    score: float | None
+    released: bool
+    threshold: float
+    problem: str | None = None
+
+    def describe(self) -> str:
+        """One sentence for the run's report and a sweep job's record."""
+        if self.score is None:
+            unmeasured = f"speaker similarity not measured: {str(self.problem).rstrip('.')}"
+            return unmeasured if self.released else f"{unmeasured}; {NOT_RELEASED}"
+        figure = f"speaker similarity to the voice {self.score:.2f}"
+        if not self.released:
+            return f"{figure}; {NOT_RELEASED}"
+        if self.score >= self.threshold:
+            return f"{figure} (at or above the threshold {self.threshold:.2f})"
+        return (
+            f"{figure}, below the threshold {self.threshold:.2f}: the speech may not sound "
+            "like the voice"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "score": _rounded(self.score),
+            "released_checkpoint": self.released,
+            "threshold": self.threshold,
+            "statement": self.describe(),
+        }
+
+
+def is_released_checkpoint(checkpoint_id: str | None, released_sha256: str | None) -> bool:
+    """Whether a checkpoint is the released XTTS-v2: its sha256 identity equals the configured
+    one. An unset (null) configured sha256 means no checkpoint can be shown to be it."""
+    if not checkpoint_id or not released_sha256:
+        return False
+    return checkpoint_id.strip().lower() == str(released_sha256).strip().lower()
+
+
+def score_speech(
+    samples: np.ndarray,
+    sample_rate_hz: int,
+    clips: Sequence[tuple[str, str, Path]],
+    stored_data: Any,
+    settings: SpeakerCheckSettings,
+    *,
+    released: bool,
+    open_encoder: Any = None,
+) -> tuple[SpeechSimilarity, dict[str, Any] | None]:
+    """Score generated speech against a stored voice whose clips are (name, sha256, path).
+
+    Stored embeddings are reused; a clip without one (a voice stored before the check) is
+    embedded now, and then the second value is the speaker.json data to store so it is not
+    computed again (None when nothing new was computed). An encoder that cannot run gives a
+    SpeechSimilarity with `problem` rather than failing the run: the speech is already made.
+    """
+    opener = open_encoder or (lambda: speaker_encoder(settings))
+    try:
+        with opener() as (encoder, _record):
+            stored = embeddings_from_json(stored_data, encoder.encoder_id)
+            embeddings, computed = embed_clips(
+                encoder, [(key, path) for _, key, path in clips], stored
+            )
+            score = speech_similarity(
+                encoder,
+                samples,
+                sample_rate_hz,
+                list(embeddings.values()),
+                settings.threshold,
+            )
+            name = encoder.encoder_id
+    except SpeakerEncoderError as exc:
+        return SpeechSimilarity(None, released, settings.threshold, str(exc)), None
+    update = embeddings_to_json(name, embeddings) if computed else None
+    return SpeechSimilarity(score, released, settings.threshold), update
