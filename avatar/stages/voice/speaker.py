@@ -673,12 +673,15 @@ def score_speech(
     SpeechSimilarity with `problem` rather than failing the run: the speech is already made.
     """
     opener = open_encoder or (lambda: speaker_encoder(settings))
+    update: dict[str, Any] | None = None
     try:
         with opener() as (encoder, _record):
             stored = embeddings_from_json(stored_data, encoder.encoder_id)
             embeddings, computed = embed_clips(
                 encoder, [(key, path) for _, key, path in clips], stored
             )
+            if computed:  # kept even when the speech itself cannot be scored
+                update = embeddings_to_json(encoder.encoder_id, embeddings)
             score = speech_similarity(
                 encoder,
                 samples,
@@ -686,8 +689,6 @@ def score_speech(
                 list(embeddings.values()),
                 settings.threshold,
             )
-            name = encoder.encoder_id
     except SpeakerEncoderError as exc:
-        return SpeechSimilarity(None, released, settings.threshold, str(exc)), None
-    update = embeddings_to_json(name, embeddings) if computed else None
+        return SpeechSimilarity(None, released, settings.threshold, str(exc)), update
     return SpeechSimilarity(score, released, settings.threshold), update
