@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -64,17 +64,22 @@ class SpeakConfig(AvatarConfig):
     overwrite: bool = False
 
 
-def speak_schema() -> DictConfig:
-    """SpeakConfig with avatar's own keys left missing, to be merged after `config`.
+# SpeakConfig with avatar's own keys untyped and missing, to be merged after `config`: a
+# missing value never overrides one in a merge, and an untyped one keeps the type each
+# node was composed with (voice=hibari stays LightVoiceConfig; a missing `voice:
+# VoiceConfig` would retype it, and its own keys would then be unknown). A module-level
+# class, so a SLURM job can unpickle the ConfigStore that holds it.
+SpeakSchema = make_dataclass(
+    "SpeakSchema",
+    [(entry.name, Any, field(default=MISSING)) for entry in fields(AvatarConfig)],
+    bases=(SpeakConfig,),
+)
+SpeakSchema.__module__ = __name__
 
-    Merged after avatar's config (a subclass of its schema may extend it), it adds the
-    speak keys and their types without resetting what the config composed (a missing
-    value never overrides one in a merge).
-    """
-    node = OmegaConf.structured(SpeakConfig)
-    for entry in fields(AvatarConfig):
-        node[entry.name] = MISSING
-    return node
+
+def speak_schema() -> DictConfig:
+    """The speak keys and their types, merged after avatar's config without resetting it."""
+    return OmegaConf.structured(SpeakSchema)
 
 
 def _text(cfg: DictConfig) -> str:
@@ -172,11 +177,14 @@ def run_speak(cfg: DictConfig, hydra_cfg: DictConfig, auto: AutoProfile | None =
         write_job_status(hydra_cfg, cfg, notes=[note])
 
 
-def speak_app(auto: AutoProfile | None = None) -> Callable[[], None]:
-    """The `@hydra.main` app: a thin call into `run_speak`."""
+def speak_app(
+    auto: AutoProfile | None = None, config_dir: Path | None = None
+) -> Callable[[], None]:
+    """The `@hydra.main` app: a thin call into `run_speak`; `config_dir` as `prepare()` chose
+    it (a user's --config-dir first, so their profiles shadow avatar's)."""
 
     @hydra.main(
-        config_path=str(builtin_conf_dir()),
+        config_path=str(config_dir or builtin_conf_dir()),
         config_name=SPEAK_CONFIG,
         **hydra_main_options(*TRUSTED_TARGETS),
     )
@@ -190,12 +198,12 @@ def main() -> None:
     """Entry point of `python -m avatar.speak`."""
     with _nvml_held():
         try:
-            auto = prepare(sys.argv[1:])
+            auto, config_dir = prepare(sys.argv[1:])
             store_config(name=SPEAK_SCHEMA, node=speak_schema())
         except AvatarUserError as exc:
             _fail(exc)
         try:
-            speak_app(auto)()
+            speak_app(auto, config_dir)()
         finally:
             summary = finish_sweep()  # a multirun's summary, even when Hydra stopped early
     if summary is not None and summary.failed:
