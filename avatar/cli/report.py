@@ -44,6 +44,11 @@ status.json shape (`schema_version` 1; MiB everywhere; null where unknown):
         "safety_margin_mib": 512, "fits": true, "verdict": "OK: ..."}
     }
 
+A `python -m avatar.speak` job has its own section instead of the status's ("settings" to
+"plan" are null there): "speech": {"path", "sample_rate_hz", "audio_s", "wall_s",
+"real_time_factor", "load_s", "pieces", "language", "latents", "speaker", "voice" (the
+voice option's settings, speed and all), "stage" (its VRAM stage record, or null)}.
+
 A failed job has `ok: false`, `error`, `job`, and `profile.name` where the
 config got that far; the other sections are null.
 """

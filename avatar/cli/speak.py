@@ -16,6 +16,7 @@ nothing is written.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, make_dataclass
@@ -28,6 +29,7 @@ from hydra.types import RunMode
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from avatar.cli.app import _fail, _nvml_held, prepare
+from avatar.cli.report import jsonable
 from avatar.cli.sweep import finish_sweep, job_conf_dirs, write_job_status
 from avatar.config.compat import hydra_main_options, store_config
 from avatar.config.compose import TRUSTED_TARGETS
@@ -147,6 +149,27 @@ def render_speech(result: SpeechResult, synth: Synthesizer, speaker: str | None)
     return "\n".join(lines)
 
 
+def speech_record(result: SpeechResult, synth: Synthesizer, cfg: DictConfig) -> dict[str, Any]:
+    """A sweep job's "speech" section of status.json: the file, what it cost, and the voice
+    settings it was made with (the point of a sweep over them). Pure: no I/O."""
+    rtf = result.real_time_factor
+    return {
+        "path": str(result.path) if result.path is not None else None,
+        "sample_rate_hz": result.sample_rate_hz,
+        "audio_s": result.audio_s,
+        "wall_s": result.wall_s,
+        "real_time_factor": rtf if math.isfinite(rtf) else None,
+        "load_s": synth.load_s,
+        "pieces": result.pieces,
+        "language": result.language,
+        "latents": result.latents,
+        "speaker": None if cfg.speaker is None else str(cfg.speaker),
+        # the option and its generation settings (speed, ...); enums (runs_on) as their values
+        "voice": jsonable(OmegaConf.to_container(cfg.voice, resolve=True)),
+        "stage": None if synth.record is None else jsonable(synth.record),
+    }
+
+
 def run_speak(cfg: DictConfig, hydra_cfg: DictConfig, auto: AutoProfile | None = None) -> None:
     """The app once Hydra has composed `cfg`: validate, speak, report (and record a sweep job).
 
@@ -174,7 +197,9 @@ def run_speak(cfg: DictConfig, hydra_cfg: DictConfig, auto: AutoProfile | None =
     print(render_speech(result, synth, None if cfg.speaker is None else str(cfg.speaker)))
     if multirun:
         note = f"wrote {result.path} ({result.audio_s:.2f} s, RTF {result.real_time_factor:.2f})"
-        write_job_status(hydra_cfg, cfg, notes=[note])
+        write_job_status(
+            hydra_cfg, cfg, notes=[note], sections={"speech": speech_record(result, synth, cfg)}
+        )
 
 
 def speak_app(

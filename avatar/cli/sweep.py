@@ -161,10 +161,12 @@ def write_job_status(
     error: BaseException | str | None = None,
     auto: AutoProfile | None = None,
     notes: Sequence[str] = (),
+    sections: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write this multirun job's status.json into its job dir (called by the task).
 
     `notes` are sentences for the summary's note column (what the job made, say).
+    `sections`: a command's own top-level sections (speak's "speech"), added as given.
 
     `auto` is this job's own AutoProfile (its own hardware); with it the status
     says which profile this job's hardware would pick, and whether that differs
@@ -194,6 +196,7 @@ def write_job_status(
         own_choice_error=own_error,
         notes=notes,
     )
+    doc.update(sections or {})
     for note in doc["notes"]:
         if note not in results:
             log.warning("%s", note)
