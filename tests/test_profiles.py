@@ -194,3 +194,44 @@ def test_profile_order_matches_what_hydra_composes_for_a_user_config_dir(tmp_pat
     first = read_profile(profile_files([BUILTIN, tmp_path])["rtx3080"])
 
     assert composed.profile.vram_min_mib == first.vram_min_mib
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "name: p\nvram_min_mib: 1e3\nsteps: 1_000\nwhen: 2001-12-14\n",  # OmegaConf's own rules
+        "name: p\nvram_min_mib: null\nnote: ${profile.steps}\n",
+        "name: p\nname: q\n",  # a duplicate key
+        "name: [unclosed\n",  # not YAML
+        "",
+        "- a list\n",
+    ],
+)
+def test_profile_files_read_as_omegaconf_reads_them(tmp_path: Path, text: str) -> None:
+    """Profile files are parsed by libyaml for speed; what comes out, or the error, is
+    OmegaConf.load's."""
+    from avatar.config.profiles import _load_yaml
+
+    path = tmp_path / "p.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        expected = OmegaConf.load(path)
+    except Exception as exc:  # the same error, type and text, is expected
+        with pytest.raises(type(exc)) as raised:
+            _load_yaml(path)
+        assert str(raised.value) == str(exc)
+        return
+    got = _load_yaml(path)
+    assert type(got) is type(expected)
+    assert OmegaConf.to_yaml(got) == OmegaConf.to_yaml(expected)
+
+
+def test_an_edited_profile_file_is_read_again(tmp_path: Path) -> None:
+    path = write_profile(tmp_path, "mine", vram_min_mib=30000)
+    assert read_profile(path).vram_min_mib == 30000
+    first = load_profiles([tmp_path])
+
+    write_profile(tmp_path, "mine", vram_min_mib=31000, description="a longer text, new size")
+
+    assert first[0].vram_min_mib == 30000
+    assert [p.vram_min_mib for p in load_profiles([tmp_path])] == [31000]

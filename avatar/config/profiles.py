@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from yaml import YAMLError
 
@@ -53,7 +55,7 @@ def profile_files(conf_dirs: Iterable[Path]) -> dict[str, Path]:
 def read_profile(path: Path) -> ProfileSpec:
     """Read and type-check one profile file; errors name the file and the key."""
     try:
-        loaded = OmegaConf.load(path)
+        loaded = _load_yaml(path)
     except (YAMLError, OSError) as exc:
         raise ConfigFileError(f"Profile file {path} could not be read as YAML: {exc}") from exc
     if not isinstance(loaded, DictConfig) or not loaded:
@@ -71,7 +73,7 @@ def read_profile(path: Path) -> ProfileSpec:
             "a CPU profile."
         )
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(ProfileConfig), loaded)
+        merged = OmegaConf.merge(_profile_schema(), loaded)
         vram_min = merged.vram_min_mib
         declared_name = merged.name
         spec = ProfileSpec(
@@ -103,6 +105,53 @@ def read_profile(path: Path) -> ProfileSpec:
             "(MiB) a GPU needs for this profile to be auto-picked, e.g. vram_min_mib: 8192."
         )
     return spec
+
+
+def _load_yaml(path: Path) -> DictConfig | ListConfig:
+    """`OmegaConf.load(path)`, parsed by libyaml where PyYAML has it.
+
+    OmegaConf's loader is PyYAML's pure-Python parser: three quarters of reading a profile
+    file, which status does for every profile on each run. The fast loader is OmegaConf's
+    own loader class (its duplicate-key check, float and timestamp rules) on libyaml's
+    parser; anything it does not take plainly (a YAML error, an odd type) is read again by
+    `OmegaConf.load`, so what is read, and every error message, stays OmegaConf's.
+    """
+    loader = _fast_yaml_loader()
+    if loader is not None:
+        try:
+            with open(path, encoding="utf-8") as stream:
+                data = yaml.load(stream, Loader=loader)  # a SafeLoader subclass
+        except Exception:  # OmegaConf.load below reports it as it always has
+            data = None
+        if isinstance(data, dict):
+            return OmegaConf.create(data)
+    return OmegaConf.load(path)
+
+
+@functools.cache
+def _fast_yaml_loader() -> type | None:
+    """OmegaConf's YAML loader with libyaml's parser (None without libyaml)."""
+    if not getattr(yaml, "__with_libyaml__", False):
+        return None
+    from omegaconf._utils import get_yaml_loader
+    from yaml.cyaml import CParser
+
+    omegaconf_loader = get_yaml_loader()
+
+    class FastOmegaConfLoader(CParser, omegaconf_loader):  # type: ignore[misc,valid-type]
+        def __init__(self, stream: Any) -> None:
+            CParser.__init__(self, stream)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    return FastOmegaConfLoader
+
+
+@functools.cache
+def _profile_schema() -> DictConfig:
+    """The typed ProfileConfig every profile file is merged into, built once per process
+    (`OmegaConf.merge` copies it, so it is never changed)."""
+    return OmegaConf.structured(ProfileConfig)
 
 
 def load_profiles(conf_dirs: Iterable[Path]) -> list[ProfileSpec]:
