@@ -339,19 +339,27 @@ def validate(cfg: DictConfig) -> None:
     Raises ConfigValueError with one paragraph naming the key, the value and what
     is allowed.
     """
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigValueError(
-            f"These config keys have no value: {', '.join(missing)}. A profile file must set "
-            "every profile key (see conf/profile/rtx3080.yaml), and ??? values must be set "
-            "on the command line (key=value) or in your config file."
-        )
+    # One walk answers for a valid config (the case of every run): resolved, nothing
+    # missing. Only when it fails are the checks made one by one, in their order, so the
+    # error reported is the same as theirs (missing keys before resolution errors).
     try:
-        OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException as exc:
-        raise ConfigValueError(f"The config does not resolve: {exc}".strip()) from exc
+        resolved: Any = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException:
+        resolved = None
+    if resolved is None:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise ConfigValueError(
+                f"These config keys have no value: {', '.join(missing)}. A profile file must "
+                "set every profile key (see conf/profile/rtx3080.yaml), and ??? values must be "
+                "set on the command line (key=value) or in your config file."
+            )
+        try:
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+        except OmegaConfBaseException as exc:
+            raise ConfigValueError(f"The config does not resolve: {exc}".strip()) from exc
     for key, minimum, example in _MINIMUMS:
-        value: Any = OmegaConf.select(cfg, key, default=None)
+        value: Any = _resolved_value(resolved, key)
         if value is not None and (isinstance(value, bool) or value < minimum):
             raise ConfigValueError(
                 f"Invalid value for '{key}': {value}. It must be an integer of at least "
@@ -359,7 +367,7 @@ def validate(cfg: DictConfig) -> None:
                 key=key,
             )
     for key, low, high, example in _FLOAT_RANGES:
-        value = OmegaConf.select(cfg, key, default=None)
+        value = _resolved_value(resolved, key)
         if value is not None and not (low <= value and (high is None or value <= high)):
             allowed = f"from {low} to {high}" if high is not None else f"at least {low}"
             raise ConfigValueError(
@@ -368,6 +376,17 @@ def validate(cfg: DictConfig) -> None:
                 key=key,
             )
     _check_stages(cfg)
+
+
+def _resolved_value(resolved: Any, dotted_key: str) -> Any:
+    """`OmegaConf.select(cfg, key, default=None)` on the resolved container: the ranges
+    are checked on it (seventy selects on the DictConfig cost a third of validation)."""
+    node = resolved
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
 
 
 def runs_on_gpu(stage: Any, profile_accelerator: Any) -> bool:
