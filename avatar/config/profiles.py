@@ -131,10 +131,11 @@ def _load_yaml(path: Path) -> DictConfig | ListConfig:
 @functools.cache
 def _fast_yaml_loader() -> type | None:
     """OmegaConf's YAML loader with libyaml's parser (None without libyaml)."""
-    if not getattr(yaml, "__with_libyaml__", False):
+    try:  # OmegaConf's loader is not public API: without it, OmegaConf.load reads alone
+        from omegaconf._utils import get_yaml_loader
+        from yaml.cyaml import CParser
+    except ImportError:
         return None
-    from omegaconf._utils import get_yaml_loader
-    from yaml.cyaml import CParser
 
     omegaconf_loader = get_yaml_loader()
 
