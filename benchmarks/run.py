@@ -274,7 +274,7 @@ def fmt_ratio(r: dict[str, float]) -> str:
     )
 
 
-def bench_status(runs: int, claims: list[Claim]) -> Section:
+def bench_status(runs: int, claims: list[Claim], before: Path | None = None) -> Section:
     """`python -m avatar` against the hello-world app and the config app, in an empty directory.
 
     The config app (benchmarks/config_app.py) is a hello-world app composing avatar's
@@ -294,6 +294,19 @@ def bench_status(runs: int, claims: list[Claim]) -> Section:
     }
     names = list(commands)
     status, hello, config = names
+    if before is not None:
+        # The same two avatar commands from another checkout (e.g. main before a change),
+        # in the same rounds: before and after are then measured under the same load.
+        env_before = {**env, "PYTHONPATH": str(before)}
+        commands[f"python -m avatar ({before.name})"] = (
+            [sys.executable, "-m", "avatar"],
+            env_before,
+        )
+        commands[f"config app ({before.name})"] = (
+            [sys.executable, str(before / "benchmarks" / "config_app.py")],
+            {**env_before, "AVATAR_PROFILE": profile},
+        )
+        names = list(commands)
     times: dict[str, list[float]] = {name: [] for name in names}
     cpu_times: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="avatar-bench-") as tmp:
@@ -332,7 +345,7 @@ def bench_status(runs: int, claims: list[Claim]) -> Section:
             fmt_ratio(ratio_figures(cpu_times[config], cpu_times[hello])),
         )
     )
-    pairs = (
+    pairs: tuple[tuple[str, str, str], ...] = (
         (
             f"status / config app: avatar's own work (goal <= {STATUS_OWN_GOAL_RATIO}x)",
             status,
@@ -341,6 +354,26 @@ def bench_status(runs: int, claims: list[Claim]) -> Section:
         ("status / hello-world", status, hello),
         ("config app / hello-world: Hydra composing avatar's config", config, hello),
     )
+    if before is not None:
+        status_before, config_before = names[3], names[4]
+        pairs += (
+            (f"{before.name}: status / its config app", status_before, config_before),
+            (f"{before.name}: status / hello-world", status_before, hello),
+            (f"status / status of {before.name}: the change", status, status_before),
+            (f"config app / config app of {before.name}", config, config_before),
+        )
+        claims.append(
+            Claim(
+                f"{before.name}, same rounds: `python -m avatar` / its config app (CPU)",
+                fmt_ratio(ratio_figures(cpu_times[status_before], cpu_times[config_before])),
+            )
+        )
+        claims.append(
+            Claim(
+                f"`python -m avatar` / `python -m avatar` of {before.name}, same rounds (CPU)",
+                fmt_ratio(ratio_figures(cpu_times[status], cpu_times[status_before])),
+            )
+        )
     lines = [
         f"{runs} rounds, each running the three commands back to back (in alternating order), "
         "in an empty working directory, all with `hydra.run.dir=. hydra.output_subdir=null "
@@ -1174,6 +1207,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-gib", type=float, default=4.0, help="model size for cleanup")
     parser.add_argument("--calls", type=int, default=2000, help="get_status() calls per block")
     parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout of avatar whose status and config app run in the same rounds",
+    )
+    parser.add_argument(
         "--results-dir", type=Path, default=RESULTS_DIR, help="where <machine>.md is written"
     )
     parser.add_argument("--out", type=Path, help="markdown file (overrides --results-dir)")
@@ -1191,7 +1229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     claims: list[Claim] = []
     sections: list[Section] = []
     steps: list[Callable[[], list[Section]]] = [
-        lambda: [bench_status(args.runs, claims)],
+        lambda: [bench_status(args.runs, claims, args.before)],
         lambda: [bench_phases(args.import_runs)],
         lambda: [bench_imports(args.import_runs, claims)],
         lambda: [bench_load_config(args.first_calls, args.repeats, claims)],
