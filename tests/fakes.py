@@ -17,8 +17,10 @@ CUDA_VISIBLE_DEVICES (it always lists every GPU).
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import json
+import math
 import os
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,6 +33,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 FAKE_PYNVML_DIR = TESTS_DIR / "fake_pynvml"  # first on PYTHONPATH: `import pynvml` finds the fake
 GPUS_ENV = "AVATAR_FAKE_GPUS"
 FAIL_ENV = "AVATAR_FAKE_NVML_FAIL"
+RAISE_ENV = "AVATAR_FAKE_NVML_RAISE"  # a builtin exception's name: what the failing call raises
 
 _uuid_counter = itertools.count()
 
@@ -43,12 +46,14 @@ class FakeGPU:
     the driver's own share, which the v1 structure adds to used.
     """
 
-    name: str
+    name: str | bytes  # bytes are answered as they are, as old bindings answer (any encoding)
     total_mib: float
     used_mib: float = 0
     uuid: str = ""  # "GPU-..." generated when empty; "MIG-..." for a MIG instance
     reserved_mib: float = 0
     process_pids: tuple[int, ...] = ()  # processes holding a CUDA context on it
+    # What the driver answers as free, where it disagrees with total - used - reserved.
+    reported_free_mib: float | None = None
 
     def __post_init__(self) -> None:
         if not self.uuid:
@@ -57,15 +62,22 @@ class FakeGPU:
 
     @property
     def free_mib(self) -> float:
+        if self.reported_free_mib is not None:
+            return self.reported_free_mib
         return self.total_mib - self.used_mib - self.reserved_mib
 
     def to_json(self) -> dict[str, Any]:
+        """JSON for AVATAR_FAKE_GPUS (NaN and Infinity as Python's json writes them)."""
+        name = (
+            {"name_hex": self.name.hex()} if isinstance(self.name, bytes) else {"name": self.name}
+        )
         return {
-            "name": self.name,
+            **name,
             "total_mib": self.total_mib,
             "used_mib": self.used_mib,
             "uuid": self.uuid,
             "reserved_mib": self.reserved_mib,
+            "reported_free_mib": self.reported_free_mib,
         }
 
 
@@ -160,6 +172,7 @@ def fake_pynvml(
     gpus: Iterable[FakeGPU] = (),
     *,
     fail_on: str | None = None,
+    fail_with: Exception | None = None,
     library_missing: bool = False,
     v2_supported: bool = True,
     old_bindings: bool = False,
@@ -170,6 +183,8 @@ def fake_pynvml(
 
     fail_on: name of an NVML function (e.g. "nvmlDeviceGetName") that raises
         NVMLError, as a driver error in the middle of a query would.
+    fail_with: what `fail_on` raises instead of NVMLError(UNKNOWN): an NVMLError with
+        another code (NOT_SUPPORTED), or what a broken binding raises (RuntimeError, OSError).
     library_missing: no driver: `nvmlInit` raises NVMLError_LibraryNotFound.
     v2_supported: False = an old driver: asking for `nvmlMemory_v2` raises
         NVMLError_FunctionNotFound, v1 still works.
@@ -214,7 +229,7 @@ def fake_pynvml(
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             nv.calls.append(name)
             if nv.fail_on == name:
-                raise NVMLError(NVML_ERROR_UNKNOWN)
+                raise NVMLError(NVML_ERROR_UNKNOWN) if fail_with is None else fail_with
             if name != "nvmlInit" and nv.initialized <= 0:
                 raise NVMLError_Uninitialized()
             return fn(*args, **kwargs)
@@ -223,8 +238,8 @@ def fake_pynvml(
         setattr(nv, name, wrapper)
         return wrapper
 
-    def text(value: str) -> str | bytes:
-        return value.encode() if strings_as_bytes else value
+    def text(value: str | bytes) -> str | bytes:
+        return value.encode() if strings_as_bytes and isinstance(value, str) else value
 
     @api
     def nvmlInit() -> None:
@@ -264,10 +279,9 @@ def fake_pynvml(
 
     def memory(handle: _Handle, version: int | None = None) -> _Memory:
         gpu = handle.gpu
-        total, used, reserved = (
-            round(x * MIB) for x in (gpu.total_mib, gpu.used_mib, gpu.reserved_mib)
+        total, used, reserved, free = (
+            _bytes(x) for x in (gpu.total_mib, gpu.used_mib, gpu.reserved_mib, gpu.free_mib)
         )
-        free = total - used - reserved
         if not version:  # v1: driver-reserved memory counts as used
             return _Memory(total=total, free=free, used=used + reserved)
         if version != v2_version:
@@ -295,9 +309,33 @@ def fake_pynvml(
     return nv
 
 
+def _bytes(mib: float) -> int | float:
+    """MiB as the bytes a driver answers; a value no integer holds (NaN, inf) passes as it is."""
+    if isinstance(mib, int):
+        return mib * MIB
+    value = mib * MIB
+    return round(value) if math.isfinite(value) else value
+
+
+def builtin_error(name: str) -> Exception:
+    """An instance of the builtin exception called `name` (AVATAR_FAKE_NVML_RAISE)."""
+    error = getattr(builtins, name, None)
+    if not (isinstance(error, type) and issubclass(error, Exception)):
+        raise ValueError(f"{RAISE_ENV}={name!r} names no builtin exception")
+    return error(f"fake {name} from the binding")
+
+
 def gpus_from_json(text: str) -> list[FakeGPU]:
-    """FakeGPUs from AVATAR_FAKE_GPUS: a JSON list of {"name", "total_mib", "used_mib", ...}."""
-    return [FakeGPU(**entry) for entry in json.loads(text)]
+    """FakeGPUs from AVATAR_FAKE_GPUS: a JSON list of {"name", "total_mib", "used_mib", ...}.
+
+    "name_hex" instead of "name" gives a name of raw bytes (JSON holds no bytes).
+    """
+    gpus = []
+    for entry in json.loads(text):
+        if "name_hex" in entry:
+            entry["name"] = bytes.fromhex(entry.pop("name_hex"))
+        gpus.append(FakeGPU(**entry))
+    return gpus
 
 
 def fake_nvml_env(
@@ -321,7 +359,7 @@ def fake_nvml_env(
         "AVATAR_PROFILE",
         "HYDRA_FULL_ERROR",
     )
-    for name in (*host_settings, GPUS_ENV, FAIL_ENV):
+    for name in (*host_settings, GPUS_ENV, FAIL_ENV, RAISE_ENV):
         env.pop(name, None)
     path = [str(FAKE_PYNVML_DIR), str(TESTS_DIR.parent)]
     if env.get("PYTHONPATH"):

@@ -152,8 +152,8 @@ def test_a_profile_without_vram_min_mib_is_an_error_naming_the_file(tmp_path: Pa
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("name: broken\nsteps: [1, 2\n", "could not be read as YAML"),
-        ("name: broken\nname: again\n", "could not be read as YAML"),
+        ("name: broken\nsteps: [1, 2\n", "is not valid YAML at line 3"),
+        ("name: broken\nname: again\n", "the key 'name' is given twice"),
         ("- a\n- b\n", "not a mapping"),
         ("", "empty"),
     ],
@@ -186,44 +186,48 @@ def test_the_first_dir_wins_for_a_profile_defined_twice(tmp_path: Path) -> None:
 
 
 def test_profile_order_matches_what_hydra_composes_for_a_user_config_dir(tmp_path: Path) -> None:
-    """load_config searches avatar's dir before the user's, so the thresholds must too."""
+    """load_config searches the user's dir before avatar's (a user's profile shadows the
+    built-in one, issue 10), so the thresholds must too."""
     write_profile(tmp_path, "rtx3080", vram_min_mib=9000)
     (tmp_path / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\n")
 
     composed = load_config(["profile=rtx3080"], config_file=tmp_path / "mine.yaml")
-    first = read_profile(profile_files([BUILTIN, tmp_path])["rtx3080"])
+    first = read_profile(profile_files([tmp_path, BUILTIN])["rtx3080"])
 
-    assert composed.profile.vram_min_mib == first.vram_min_mib
+    assert composed.profile.vram_min_mib == first.vram_min_mib == 9000
 
 
 @pytest.mark.parametrize(
     "text",
     [
-        "name: p\nvram_min_mib: 1e3\nsteps: 1_000\nwhen: 2001-12-14\n",  # OmegaConf's own rules
+        "name: p\nvram_min_mib: 1e3\nsteps: 1_000\nwhen: 2001-12-14\nok: yes\n",
         "name: p\nvram_min_mib: null\nnote: ${profile.steps}\n",
         "name: p\nname: q\n",  # a duplicate key
         "name: [unclosed\n",  # not YAML
+        "a:\n  b: 1\n  b: 2\n",  # a duplicate key, deeper
         "",
         "- a list\n",
     ],
 )
-def test_profile_files_read_as_omegaconf_reads_them(tmp_path: Path, text: str) -> None:
-    """Profile files are parsed by libyaml for speed; what comes out, or the error, is
-    OmegaConf.load's."""
-    from avatar.config.profiles import _load_yaml
+def test_yaml_files_read_the_same_with_or_without_libyaml(
+    tmp_path: Path, text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Profile and config files are parsed by libyaml for speed; what comes out, or the
+    error a user reads, is what the pure-Python loader gives."""
+    from avatar.config import user_file
 
     path = tmp_path / "p.yaml"
     path.write_text(text, encoding="utf-8")
-    try:
-        expected = OmegaConf.load(path)
-    except Exception as exc:  # the same error, type and text, is expected
-        with pytest.raises(type(exc)) as raised:
-            _load_yaml(path)
-        assert str(raised.value) == str(exc)
-        return
-    got = _load_yaml(path)
-    assert type(got) is type(expected)
-    assert OmegaConf.to_yaml(got) == OmegaConf.to_yaml(expected)
+
+    def read() -> object:
+        try:
+            return user_file.read_yaml_file(path, what="Profile file")
+        except ConfigFileError as exc:
+            return f"error: {exc}"
+
+    fast = read()
+    monkeypatch.setattr(user_file, "_fast_loader", lambda: None)
+    assert fast == read()
 
 
 def test_an_edited_profile_file_is_read_again(tmp_path: Path) -> None:

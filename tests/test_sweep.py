@@ -176,10 +176,11 @@ def test_slurm_template_composes_with_its_keys_overridable(tmp_path: Path) -> No
 
     assert result.returncode == 0, result.output
     launcher = yaml.safe_load(result.stdout)
-    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert launcher["_target_"].endswith("avatar_launcher.slurm_launcher.AvatarSlurmLauncher")
     assert (launcher["partition"], launcher["timeout_min"]) == ("gpu", 30)
-    for key in ("gpus_per_node", "cpus_per_task", "mem_gb"):
+    for key in ("cpus_per_task", "mem_gb"):
         assert isinstance(launcher[key], int), key
+    assert launcher["gpus_per_node"] == "auto"  # follows each job's profile
     assert list(tmp_path.iterdir()) == []  # composing wrote nothing
 
 

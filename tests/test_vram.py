@@ -356,3 +356,23 @@ def test_close_shuts_the_nvml_session_down(fake_nvml: FakeNvml) -> None:
     manager.close()
 
     assert nv.initialized == 0
+
+
+def test_a_manager_used_as_a_context_manager_releases_nvml_on_exit(fake_nvml: FakeNvml) -> None:
+    nv = fake_nvml([FakeGPU("RTX 3080", 10240, 300)])
+
+    with VRAMManager() as manager:
+        assert manager.get_status().total_mib == 10240
+        assert nv.initialized > 0  # the status session is held while the block runs
+
+    assert nv.initialized == 0
+
+
+def test_the_context_manager_releases_nvml_when_the_block_raises(fake_nvml: FakeNvml) -> None:
+    nv = fake_nvml([FakeGPU("RTX 3080", 10240, 300)])
+
+    with pytest.raises(RuntimeError), VRAMManager() as manager:
+        manager.get_status()
+        raise RuntimeError("a stage failed")
+
+    assert nv.initialized == 0

@@ -3,7 +3,8 @@
 `main()` does what must happen before Hydra composes (check a user's config
 file, register the resolvers, store the auto profile), then hands over to the
 `@hydra.main` app, which validates the composed config and prints the status.
-User errors end as one paragraph on stderr and exit status 1, no traceback.
+User errors end as one paragraph on stderr and exit status 1, no traceback (unless
+HYDRA_FULL_ERROR=1); an unexpected exception is an internal error, exit status 2.
 """
 
 from __future__ import annotations
@@ -13,36 +14,48 @@ import gc
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from avatar.cli.argv import PreParse, preparse
 from avatar.cli.status_view import build_status, profile_reason, render_status
-from avatar.cli.sweep import check_launcher, finish_sweep, job_conf_dirs, write_job_status
+from avatar.cli.sweep import (
+    check_launcher,
+    finish_sweep,
+    job_conf_dirs,
+    task_overrides,
+    write_job_status,
+)
 from avatar.config.compat import hydra_main_options
 from avatar.config.compose import TRUSTED_TARGETS, register_config
 from avatar.config.files import PRIMARY_CONFIG, builtin_conf_dir
 from avatar.config.origin import validate_where_set
 from avatar.config.overrides import check_override_syntax, explicit_profile, gpu_index_override
-from avatar.config.profiles import AutoProfile, check_profile_overrides
-from avatar.config.user_file import check_user_config, user_config_path
-from avatar.errors import AvatarUserError, ConfigFileError
+from avatar.config.profiles import AutoProfile, announce_shadowed, check_profile_overrides
+from avatar.config.user_file import check_user_config, check_user_dir, user_config_path
+from avatar.errors import AvatarUserError, ConfigFileError, ProfileError
 from avatar.hardware.nvml import Nvml, NvmlError
 from avatar.version import __version__
 
 log = logging.getLogger("avatar")
+FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
+_HELP_FLAGS = ("--help", "-h", "--hydra-help")
+_OMEGACONF_CONTEXT = ("object_type=", "reference_type=")
 
 
 def _conf_dirs(pre: PreParse) -> list[Path]:
-    dirs = [builtin_conf_dir()]
-    if pre.config_dir:
-        dirs.append(Path(pre.config_dir).resolve())
-    return dirs
+    """The config dirs, the user's first: its files shadow avatar's of the same name."""
+    user = [Path(pre.config_dir).resolve()] if pre.config_dir else []
+    return [*user, builtin_conf_dir()]
 
 
 def _check_config_dirs(pre: PreParse) -> None:
@@ -52,18 +65,24 @@ def _check_config_dirs(pre: PreParse) -> None:
             "with it the profiles and defaults your config builds on. Use --config-dir DIR "
             "--config-name NAME to add your folder instead."
         )
-    if pre.config_dir is not None and not Path(pre.config_dir).is_dir():
-        raise ConfigFileError(
-            f"--config-dir {pre.config_dir}: folder {Path(pre.config_dir).resolve()} not found. "
-            "Pass the folder that holds your NAME.yaml (and any profile/ files), relative to "
-            "the current directory or absolute."
-        )
+    if pre.config_dir is not None:
+        check_user_dir(Path(pre.config_dir).resolve())
 
 
-def prepare(argv: list[str]) -> AutoProfile:
+def _user_dir_first(pre: PreParse) -> Path:
+    """The folder `@hydra.main` gets as its own: the user's, so it comes first in the search
+    path and a user's `profile/NAME.yaml` shadows avatar's. avatar's folder takes the
+    user's place as `--config-dir`, in the same argument (argv keeps its shape)."""
+    if pre.config_dir is None or pre.config_dir_at is None:
+        return builtin_conf_dir()
+    sys.argv[1 + pre.config_dir_at] = pre.config_dir_prefix + str(builtin_conf_dir())
+    return Path(pre.config_dir).resolve()
+
+
+def prepare(argv: list[str]) -> tuple[AutoProfile, Path]:
     """Everything before Hydra composes: check the command line and a user's config file,
     register the resolvers and store the auto profile. Returns the auto choice (its
-    detection is reused by a single run's status)."""
+    detection is reused by a single run's status) and the app's own config folder."""
     pre = preparse(argv)
     check_override_syntax(pre.overrides)
     check_launcher(pre.overrides)
@@ -75,13 +94,26 @@ def prepare(argv: list[str]) -> AutoProfile:
             # An empty file gets the defaults: swap the name in place (argv keeps its shape).
             sys.argv[1 + pre.config_name_at] = pre.config_name_prefix + PRIMARY_CONFIG
     conf_dirs = _conf_dirs(pre)
+    announce_shadowed(conf_dirs)
     check_profile_overrides(pre.overrides, conf_dirs)
     auto = AutoProfile(conf_dirs, gpu_index=gpu_index_override(pre.overrides))
-    register_config(auto, explicit_profile=explicit_profile(pre.overrides))
-    return auto
+    try:
+        register_config(auto, explicit_profile=explicit_profile(pre.overrides))
+    except ProfileError as exc:
+        if not any(arg in _HELP_FLAGS for arg in argv):
+            raise
+        # --help must work whatever the environment says: the problem becomes a warning.
+        log.warning("%s (--help goes on without it)", exc)
+        auto = AutoProfile(conf_dirs, gpu_index=auto.gpu_index, env={})
+        register_config(auto, explicit_profile=explicit_profile(pre.overrides))
+    return auto, _user_dir_first(pre)
 
 
-def _fail(exc: AvatarUserError) -> None:
+def _fail(exc: AvatarUserError) -> NoReturn:
+    """Bad input: its paragraph on stderr, exit status 1 (the traceback too with
+    HYDRA_FULL_ERROR=1, as README promises)."""
+    if _full_error():
+        traceback.print_exception(exc)
     print(f"Error: {exc}", file=sys.stderr)
     sys.exit(1)
 
@@ -97,9 +129,10 @@ def run_status(cfg: DictConfig, hydra_cfg: DictConfig, auto: AutoProfile | None 
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         conf_dirs = job_conf_dirs(hydra_cfg)
+        overrides = task_overrides(hydra_cfg)
         validate_where_set(
             cfg,
-            overrides=list(hydra_cfg.overrides.task),
+            overrides=overrides,
             config_name=hydra_cfg.job.config_name,
             conf_dirs=conf_dirs,
         )
@@ -107,7 +140,7 @@ def run_status(cfg: DictConfig, hydra_cfg: DictConfig, auto: AutoProfile | None 
         reason = profile_reason(
             cfg,
             hydra_cfg.runtime.choices.get("profile", ""),
-            list(hydra_cfg.overrides.task),
+            overrides,
             hydra_cfg.job.config_name,
         )
         report = build_status(cfg, detection=job_auto.detection, reason=reason)
@@ -127,16 +160,22 @@ def run_status(cfg: DictConfig, hydra_cfg: DictConfig, auto: AutoProfile | None 
         print("\nResolved config\n" + OmegaConf.to_yaml(cfg, resolve=True))
 
 
-def hydra_app(auto: AutoProfile | None) -> Callable[[], None]:
+def hydra_app(auto: AutoProfile | None, config_dir: Path | None = None) -> Callable[[], None]:
     """The `@hydra.main` app: a thin call into `run_status` with what `prepare()` chose."""
 
     @hydra.main(
-        config_path=str(builtin_conf_dir()),
+        config_path=str(config_dir or builtin_conf_dir()),
         config_name=PRIMARY_CONFIG,
         **hydra_main_options(*TRUSTED_TARGETS),
     )
     def avatar_status(cfg: DictConfig) -> None:
-        run_status(cfg, HydraConfig.get(), auto)
+        hydra_cfg = HydraConfig.get()
+        try:
+            run_status(cfg, hydra_cfg, auto)
+        except Exception as exc:
+            if hydra_cfg.mode == RunMode.MULTIRUN:
+                raise  # Hydra's sweeper stops the sweep; main() reports it
+            _internal_error(exc)  # here, before Hydra adds its own line about the job
 
     return avatar_status
 
@@ -162,23 +201,116 @@ def _nvml_held() -> Iterator[None]:
 
 
 def main() -> None:
-    """Entry point of `python -m avatar` and the `avatar` script."""
+    """Entry point of `python -m avatar` and the `avatar` script.
+
+    Bad input ends as one paragraph and exit status 1; an unexpected exception is a bug
+    in avatar, reported as an internal error with exit status 2. Hydra is made to raise
+    its errors (instead of printing and exiting) so both are told apart here; with
+    HYDRA_FULL_ERROR=1 set by the user, the traceback is shown too.
+    """
     argv = sys.argv[1:]
     if "--version" in argv or "-V" in argv:
         print(f"avatar {__version__}")
         return
+    summary = None
     with _nvml_held():
         try:
-            auto = prepare(argv)
+            auto, config_dir = prepare(argv)
+            with hydra_raises():
+                try:
+                    hydra_app(auto, config_dir)()
+                finally:
+                    summary = finish_sweep()  # a multirun's summary, even when Hydra stopped
         except AvatarUserError as exc:
             _fail(exc)
-        try:
-            hydra_app(auto)()
-        finally:
-            summary = finish_sweep()  # a multirun's summary, even when Hydra stopped early
+        except (HydraException, OmegaConfBaseException) as exc:
+            _fail_hydra(exc)
+        except Exception as exc:
+            _internal_error(exc)
     if summary is not None and summary.failed:
         print(f"Error: {summary.failure_message()}", file=sys.stderr)
         sys.exit(1)
+
+
+def _full_error() -> bool:
+    """Whether the user asked for tracebacks (README: HYDRA_FULL_ERROR=1)."""
+    if _user_full_error is not None:  # inside hydra_raises(), which sets the variable itself
+        return _user_full_error
+    return os.environ.get(FULL_ERROR_ENV) == "1"
+
+
+_user_full_error: bool | None = None
+
+
+@contextlib.contextmanager
+def hydra_raises() -> Iterator[None]:
+    """Hydra raises its errors instead of printing its own report and exiting 1.
+
+    Hydra does so when HYDRA_FULL_ERROR=1; the user's own setting is kept in mind (for
+    the traceback) and restored afterwards.
+    """
+    global _user_full_error
+    saved = os.environ.get(FULL_ERROR_ENV)
+    _user_full_error = saved == "1"
+    os.environ[FULL_ERROR_ENV] = "1"
+    try:
+        yield
+    finally:
+        _user_full_error = None
+        if saved is None:
+            os.environ.pop(FULL_ERROR_ENV, None)
+        else:
+            os.environ[FULL_ERROR_ENV] = saved
+
+
+def _fail_hydra(exc: Exception) -> NoReturn:
+    """A composition error Hydra or OmegaConf found (a wrong type, an unknown key or
+    option): user input, reported in their words as one paragraph, exit status 1."""
+    parts = [str(exc)]
+    if isinstance(exc.__cause__, OmegaConfBaseException):
+        parts.append(str(exc.__cause__))
+    if _full_error():
+        traceback.print_exception(exc)
+    print(f"Error: {one_paragraph(parts)}", file=sys.stderr)
+    sys.exit(1)
+
+
+def one_paragraph(parts: list[str]) -> str:
+    """Hydra's and OmegaConf's multi-line messages as one paragraph.
+
+    OmegaConf's context lines keep the key and drop the types (they repeat the text);
+    Hydra's list of options becomes a comma-separated list, its search path is dropped.
+    """
+    said: list[str] = []
+    for raw in (line for part in parts for line in part.splitlines()):
+        line = raw.strip()
+        if not line or line.startswith(_OMEGACONF_CONTEXT):
+            continue
+        if line.startswith("Config search path"):
+            break
+        if line.startswith("full_key:"):
+            line = f"(key: {line.removeprefix('full_key:').strip()})"
+        elif raw.startswith("\t") and said and said[-1].endswith((":", ",")):
+            line += ","
+        elif said and not said[-1].endswith((".", ":", ",")):
+            said[-1] += "."
+        said.append(line)
+    if said and said[-1].endswith(","):
+        said[-1] = said[-1][:-1] + "."
+    return " ".join(said)
+
+
+def _internal_error(exc: Exception) -> NoReturn:
+    """An exception avatar did not expect: a bug, not the user's mistake (exit status 2)."""
+    if _full_error():
+        traceback.print_exception(exc)
+    where = "" if _full_error() else f" Set {FULL_ERROR_ENV}=1 to see the traceback."
+    print(
+        f"Internal error: {type(exc).__name__}: {exc}. This is a bug in avatar {__version__}, "
+        f"not a mistake in your input; please report it with the command you ran.{where}",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
 
 def run() -> None:

@@ -20,6 +20,8 @@ class PreParse:
     """What main() needs from argv before Hydra runs; argv itself is not rewritten."""
 
     config_dir: str | None = None
+    config_dir_at: int | None = None  # the argv index of the argument holding the folder
+    config_dir_prefix: str = ""  # "--config-dir=" when the folder was given inline
     config_path: str | None = None
     config_name: str | None = None
     config_name_at: int | None = None  # the argv index of the argument holding the name
@@ -46,7 +48,7 @@ def preparse(argv: list[str]) -> PreParse:
             else:
                 value = None
             if flag in ("--config-dir", "-cd"):
-                pre.config_dir = value
+                pre.config_dir, pre.config_dir_at, pre.config_dir_prefix = value, at, prefix
             elif flag in ("--config-path", "-cp"):
                 pre.config_path = value
             elif flag in ("--config-name", "-cn"):

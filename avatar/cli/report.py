@@ -4,7 +4,7 @@
 content; `write_summary` reads every job's status.json back from the sweep dir
 (jobs may have run in other processes or on other machines, so the disk is the
 only common ground), prints the table and saves `summary.txt` and `summary.json`.
-Hydra's side (the callback, what each job calls) is in avatar.sweep.
+Hydra's side (the callback, what each job calls) is in `cli.sweep`.
 
 status.json shape (`schema_version` 1; MiB everywhere; null where unknown):
 
@@ -36,7 +36,7 @@ status.json shape (`schema_version` 1; MiB everywhere; null where unknown):
                                            # card, since the job saw no usable GPU
       "fit_message": "OK: one stage at a time, the largest, ... fits in 9940 MiB on cuda:0.",
       "notes": [],                         # sentences to read: a mismatch, a GPU not visible
-      "plan": {                            # the stage plan (avatar.plan.Plan), or null
+      "plan": {                            # the stage plan (vram.plan.Plan), or null
         "rows": [{"stage": "lipsync", "option": "musetalk", "model": "MuseTalk 1.5",
                   "device": "gpu", "precision": "fp16", "need_mib": 3584, "fits": true,
                   "note": ""}, ...],
@@ -71,6 +71,8 @@ SCHEMA_VERSION = 1
 STATUS_FILE = "status.json"
 SUMMARY_TEXT_FILE = "summary.txt"
 SUMMARY_JSON_FILE = "summary.json"
+# Written by the SLURM launcher beside status.json: the job's SLURM id, state and log.
+SLURM_FILE = "slurm.json"
 NOTE_WIDTH = 72  # the table's note column; the full text is listed under the table
 
 
@@ -236,11 +238,15 @@ class JobRow:
     own_pick: str | None = None  # the profile the job's own hardware would pick
     notes: tuple[str, ...] = ()
     fit_measured: bool = True  # False: against the profile's nominal card (no GPU seen)
+    slurm_job_id: str | None = None  # SLURM launcher only (slurm.json)
+    slurm_state: str | None = None  # COMPLETED, CANCELLED, TIMEOUT, ...
+    log_path: Path | None = None
 
     @property
     def fits_text(self) -> str:
         if not self.ok:
-            return "FAILED"
+            state = self.slurm_state
+            return state if state and state != "COMPLETED" else "FAILED"
         if self.fits is None:
             return fits_word(None)
         return fits_word(self.fits) + ("" if self.fit_measured else " (nominal)")
@@ -262,6 +268,23 @@ class JobRow:
     def detail(self) -> str:
         """The full note, listed under the table."""
         return self.error or (self.notes[0] if self.notes else "")
+
+    def with_slurm(self, record: Mapping[str, Any]) -> JobRow:
+        """This row with the SLURM launcher's record; a job SLURM ended early is not ok."""
+        state = str(record.get("state") or "") or None
+        log = record.get("log")
+        ok, error = self.ok, self.error
+        if state and state != "COMPLETED" and (ok or error is None or "no status.json" in error):
+            ok = False
+            error = f"SLURM state {state}" + (f": {record['note']}" if record.get("note") else "")
+        return dataclasses.replace(
+            self,
+            ok=ok,
+            error=error,
+            slurm_job_id=None if record.get("job_id") is None else str(record["job_id"]),
+            slurm_state=state,
+            log_path=None if not log else Path(str(log)),
+        )
 
 
 @dataclass(frozen=True)
@@ -304,8 +327,8 @@ def _row_from_status(job_dir: Path, doc: Mapping[str, Any]) -> JobRow:
     )
 
 
-def _row_without_status(job_dir: Path) -> JobRow:
-    overrides: tuple[str, ...] = ()
+def _row_without_status(job_dir: Path, slurm: Mapping[str, Any] | None = None) -> JobRow:
+    overrides: tuple[str, ...] = tuple((slurm or {}).get("overrides") or ())
     try:
         loaded = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text("utf-8"))
         overrides = tuple(str(o) for o in loaded or ())
@@ -329,17 +352,24 @@ def collect_jobs(sweep_dir: Path) -> list[JobRow]:
     """Every job dir under the sweep dir (one with .hydra/ or status.json), in job order."""
     job_dirs = {p.parent for p in sweep_dir.rglob(STATUS_FILE)}
     job_dirs |= {p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")}
+    job_dirs |= {p.parent for p in sweep_dir.rglob(SLURM_FILE)}
     rows = []
     for job_dir in job_dirs:
         if ".submitit" in job_dir.relative_to(sweep_dir).parts:
             continue
-        try:
-            doc = json.loads((job_dir / STATUS_FILE).read_text("utf-8"))
-        except (OSError, ValueError):
-            rows.append(_row_without_status(job_dir))
-            continue
-        rows.append(_row_from_status(job_dir, doc))
+        slurm = _read_json(job_dir / SLURM_FILE)
+        doc = _read_json(job_dir / STATUS_FILE)
+        row = _row_without_status(job_dir, slurm) if doc is None else _row_from_status(job_dir, doc)
+        rows.append(row if slurm is None else row.with_slurm(slurm))
     return sorted(rows, key=lambda r: (r.num is None, r.num or 0, str(r.job_dir)))
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _shown_path(path: Path) -> str:
@@ -368,7 +398,7 @@ def render_summary(summary: Summary) -> str:
     lines = [head]
     if summary.stopped_early:
         lines.append("  (Hydra stopped the sweep early; jobs that never started are not listed)")
-    header = ("job", "overrides", "profile", "fits", "job dir", "note")
+    header: tuple[str, ...] = ("job", "overrides", "profile", "fits", "job dir", "note")
     rows = [
         (
             "-" if j.num is None else str(j.num),
@@ -380,11 +410,30 @@ def render_summary(summary: Summary) -> str:
         )
         for j in jobs
     ]
+    on_slurm = any(j.slurm_job_id for j in jobs)
+    if on_slurm:  # the SLURM launcher's jobs: their ids, between job and overrides
+        header = (header[0], "slurm job", *header[1:])
+        rows = [(r[0], j.slurm_job_id or "-", *r[1:]) for r, j in zip(rows, jobs, strict=True)]
     lines += render_table(header, rows)
     details = [j for j in jobs if j.detail and j.detail != _clip(j.note, NOTE_WIDTH)]
     if details:
         lines += ["", "Notes in full:"]
         lines += [f"  job {'-' if j.num is None else j.num}: {j.detail}" for j in details]
+    logs = [j for j in jobs if j.log_path and not j.ok]
+    if logs:
+        lines += ["", "SLURM logs of the jobs that did not succeed:"]
+        lines += [
+            f"  job {'-' if j.num is None else j.num} (SLURM job {j.slurm_job_id}, "
+            f"{j.slurm_state}): {_shown_path(j.log_path)}"
+            for j in logs
+            if j.log_path
+        ]
+    if on_slurm:
+        lines += [
+            "",
+            "Still on the cluster? squeue -j <slurm job>; cancel with scancel <slurm job>. "
+            "Every job's log: <sweep dir>/.submitit/<slurm job>/",
+        ]
     lines += [
         "",
         "fits: yes/NO = the job's free VRAM covers what its settings need plus the margin; "
@@ -414,10 +463,19 @@ def summary_document(summary: Summary) -> dict[str, Any]:
                 "mismatch": j.mismatch,
                 "notes": list(j.notes),
                 "dir": str(j.job_dir.resolve()),
+                **_slurm_entry(j),
             }
             for j in summary.jobs
         ],
     }
+
+
+def _slurm_entry(job: JobRow) -> dict[str, Any]:
+    """`"slurm": {job_id, state, log}` for the SLURM launcher's jobs; nothing for others."""
+    if job.slurm_job_id is None:
+        return {}
+    log = None if job.log_path is None else str(job.log_path)
+    return {"slurm": {"job_id": job.slurm_job_id, "state": job.slurm_state, "log": log}}
 
 
 def write_summary(sweep_dir: Path, *, stopped_early: bool = False) -> Summary | None:

@@ -120,11 +120,20 @@ def job_conf_dirs(hydra_cfg: DictConfig) -> list[Path]:
     return dirs or [builtin_conf_dir()]
 
 
+def task_overrides(hydra_cfg: DictConfig) -> list[str]:
+    """The job's command-line overrides as typed, unresolved.
+
+    Reading `hydra_cfg.overrides.task` item by item would resolve an override such as
+    `steps=${nosuch}` as an interpolation of the Hydra config, and fail there.
+    """
+    return [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]
+
+
 def _job_info(hydra_cfg: DictConfig) -> dict[str, Any]:
     num = OmegaConf.select(hydra_cfg, "job.num", default=None)
     return {
         "num": None if num is None else int(num),
-        "overrides": [str(o) for o in hydra_cfg.overrides.task],
+        "overrides": task_overrides(hydra_cfg),
         "dir": str(Path(str(hydra_cfg.runtime.output_dir)).resolve()),
         "host": _host_name(),
     }

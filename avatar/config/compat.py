@@ -84,9 +84,9 @@ def restore_option(group: str, name: str, entry: Any) -> None:
 def isolated_hydra(builtin_dir: Path, user_dir: Path | None) -> Iterator[None]:
     """Hydra's global state for one composition outside (or inside) a running app.
 
-    The search path is the one the CLI builds for `--config-dir DIR`: avatar's configs
-    first, the user's dir after them (Hydra's own order), then structured configs. A
-    running app's GlobalHydra is set aside and restored afterwards.
+    The search path is the one the CLI builds for `--config-dir DIR`: the user's dir
+    before avatar's configs (so a user's `profile/NAME.yaml` shadows avatar's), then
+    structured configs. A running app's GlobalHydra is set aside and restored afterwards.
     """
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
@@ -98,7 +98,7 @@ def isolated_hydra(builtin_dir: Path, user_dir: Path | None) -> Iterator[None]:
         search_path.prepend(
             provider="command-line",
             path=f"file://{user_dir}",
-            anchor=SearchPathQuery(provider="schema"),
+            anchor=SearchPathQuery(provider="main"),
         )
     global_hydra = GlobalHydra.instance()
     saved = global_hydra.hydra

@@ -26,10 +26,16 @@ from avatar.config.compat import (
 )
 from avatar.config.files import PRIMARY_CONFIG, builtin_conf_dir
 from avatar.config.origin import validate_where_set
-from avatar.config.overrides import AUTO, PROFILE_GROUP, explicit_profile, gpu_index_override
-from avatar.config.profiles import AutoProfile
+from avatar.config.overrides import (
+    AUTO,
+    PROFILE_GROUP,
+    check_override_syntax,
+    explicit_profile,
+    gpu_index_override,
+)
+from avatar.config.profiles import AutoProfile, announce_shadowed, check_profile_overrides
 from avatar.config.schema import SCHEMA_NAME, STAGE_SCHEMAS, AvatarConfig
-from avatar.config.user_file import check_user_config
+from avatar.config.user_file import check_user_config, check_user_dir
 from avatar.version import __version__
 
 # The `_target_`s conf/config.yaml has Hydra instantiate (hydra.callbacks): hydra-core 1.4
@@ -76,6 +82,7 @@ def register_config(auto: AutoProfile, *, explicit_profile: str | None = None) -
     register_resolver("multirun_only", _multirun_only)
     register_resolver("by_quality", by_quality)
     _store_schemas()
+    auto.forced()  # a bad AVATAR_PROFILE is an error wherever the profile is chosen
     if explicit_profile is None:
         auto.choice  # noqa: B018 - raise a bad AVATAR_PROFILE as itself, not wrapped by OmegaConf
         answer = OmegaConf.create(
@@ -101,11 +108,22 @@ def load_config(
     notebook, a test, a stage's script, and inside a running `@hydra.main` app
     (Hydra's global state is set aside and restored around the composition, and so
     is the app's `profile/auto` option, which the app's next sweep job composes with).
-    Raises AvatarUserError subclasses for bad input, hydra's errors for bad overrides.
+    Raises AvatarUserError subclasses for bad input, as the CLI reports them (the
+    same override checks run first), and TypeError for a string in place of a list.
     """
-    overrides = list(overrides or [])
+    if isinstance(overrides, (str, bytes)):
+        raise TypeError(
+            f"load_config() takes a list of overrides, not a string: pass [{overrides!r}] "
+            "(one string per KEY=VALUE override), e.g. load_config(['steps=30'])."
+        )
+    overrides = [str(o) for o in overrides or []]
+    check_override_syntax(overrides)
     user = check_user_config(Path(config_file).resolve()) if config_file is not None else None
-    conf_dirs = [builtin_conf_dir()] + ([user.config_dir] if user else [])
+    if user is not None:
+        check_user_dir(user.config_dir, flag="The folder of config_file")
+    conf_dirs = ([user.config_dir] if user else []) + [builtin_conf_dir()]  # the user's first
+    announce_shadowed(conf_dirs)
+    check_profile_overrides(overrides, conf_dirs)
     auto = AutoProfile(conf_dirs, gpu_index=gpu_index_override(overrides))
     app_auto = stored_option(PROFILE_GROUP, AUTO)  # a running app's own auto choice, if any
     register_config(auto, explicit_profile=explicit_profile(overrides))

@@ -8,8 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import fields
+from typing import Any
 
-from avatar.config.schema import AvatarConfig
+from avatar.config.files import builtin_conf_dir, group_files
+from avatar.config.schema import (
+    AvatarConfig,
+    Stage,
+    huge_number_message,
+    too_large_number,
+)
 from avatar.errors import ConfigValueError
 
 PROFILE_GROUP = "profile"
@@ -58,8 +65,16 @@ def check_override_syntax(overrides: list[str]) -> None:
             (override,) = parser.parse_overrides([text])
         except OverrideParseException as exc:
             key = text.lstrip("+~").partition("=")[0] or "KEY"
+            value = text.partition("=")[2]
+            beyond_ascii = next((c for c in value if ord(c) > 127), None)
             if "=" not in text and not text.startswith("~"):
                 problem = f"it has no value ({key}=VALUE)"
+            elif beyond_ascii is not None and not value.startswith(("'", '"')):
+                problem = (
+                    f"Hydra reads an unquoted value in ASCII only, and this one holds "
+                    f"{beyond_ascii!r}: quote the value inside the argument, as in "
+                    f"'{key}=\"{value}\"'"
+                )
             else:
                 detail = str(exc).splitlines()
                 said = next((d for d in detail if not d.startswith(("Error parsing", "See "))), "")
@@ -69,6 +84,14 @@ def check_override_syntax(overrides: list[str]) -> None:
                 "KEY=VALUE, for example steps=30 or profile=low_vram; quote a value with spaces "
                 "or brackets ('key=\"a b\"'), and sweep with -m KEY=A,B."
             ) from exc
+        found = too_large_number(override.value())
+        if found is not None:
+            raise ConfigValueError(
+                f"{huge_number_message(override.key_or_group, found[1])} (In the override "
+                f"{_short(text)}.)",
+                key=override.key_or_group,
+            )
+        _check_group_choice(text, override)
         root = override.key_or_group.split(".")[0].split("/")[0]
         if override.is_delete() and root in avatar_keys:
             raise ConfigValueError(
@@ -76,3 +99,37 @@ def check_override_syntax(overrides: list[str]) -> None:
                 f"Set a value instead ({override.key_or_group}=VALUE), or leave it out to keep "
                 "the default."
             )
+
+
+def _short(text: str) -> str:
+    """An override as a message quotes it: a very long one is cut."""
+    return repr(text) if len(text) <= 60 else repr(text[:40] + "...")
+
+
+def _check_group_choice(text: str, override: Any) -> None:
+    """An override needs a key, and a config group (profile, voice, ...) takes an option's
+    name: Hydra raises a plain ValueError for `voice=0`, and another for `=0`."""
+    key = override.key_or_group
+    if not key:
+        raise ConfigValueError(
+            f"The override {_short(text)} has no key before its '='. An override is KEY=VALUE, "
+            "for example steps=30."
+        )
+    if key not in _GROUPS or override.is_delete():
+        return
+    value = override.value()
+    if type(value).__name__ == "Glob":
+        return  # a glob of names is Hydra's to expand
+    items = value if isinstance(value, list) else getattr(value, "list", [value])
+    if all(isinstance(item, str) for item in items):
+        return
+    options = sorted(group_files(key, [builtin_conf_dir()]))
+    raise ConfigValueError(
+        f"The override {_short(text)} gives the config group '{key}' a value that is not an "
+        f"option's name. Allowed: {', '.join(options)}"
+        + (" (or auto)" if key == PROFILE_GROUP else "")
+        + f", for example {key}={options[0]}."
+    )
+
+
+_GROUPS = frozenset({PROFILE_GROUP, *(stage.value for stage in Stage)})

@@ -8,26 +8,26 @@ auto-pickable with no code change. `pick_profile` is the pure decision.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
-import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from yaml import YAMLError
 
 from avatar.config.files import builtin_conf_dir, group_files
 from avatar.config.overrides import AUTO, PROFILE_GROUP
-from avatar.config.schema import Accelerator, ProfileConfig
-from avatar.errors import ConfigFileError, ProfileError
+from avatar.config.schema import Accelerator, ProfileConfig, check_ranges
+from avatar.config.user_file import read_yaml_file
+from avatar.errors import ConfigFileError, ConfigValueError, ProfileError
 from avatar.hardware.detect import detect_gpu
 from avatar.hardware.types import GPUDetection
 
 PROFILE_ENV = "AVATAR_PROFILE"
+log = logging.getLogger("avatar.config")
 
 
 @dataclass(frozen=True)
@@ -48,16 +48,45 @@ class ProfileChoice:
 
 
 def profile_files(conf_dirs: Iterable[Path]) -> dict[str, Path]:
-    """Profile option name -> file."""
-    return group_files(PROFILE_GROUP, conf_dirs)
+    """Profile option name -> file: the first dir's (the user's) wins, as in Hydra's search."""
+    files = group_files(PROFILE_GROUP, conf_dirs)
+    if AUTO in files:
+        raise ProfileError(
+            f"Profile file {files[AUTO]}: the name `{AUTO}` is reserved for the option that "
+            "picks a profile from the detected VRAM. Rename the file (and its name: key)."
+        )
+    return files
+
+
+def shadowed_profiles(conf_dirs: Sequence[Path]) -> list[tuple[Path, Path]]:
+    """(user's file, built-in file it shadows) for each profile name in both."""
+    builtin = group_files(PROFILE_GROUP, [builtin_conf_dir()])
+    chosen = group_files(PROFILE_GROUP, conf_dirs)
+    return [
+        (path, builtin[name]) for name, path in chosen.items() if builtin.get(name, path) != path
+    ]
+
+
+def announce_shadowed(conf_dirs: Sequence[Path]) -> None:
+    """One line on stderr for each of the user's profiles that replaces a built-in one."""
+    for mine, theirs in shadowed_profiles(conf_dirs):
+        log.warning(
+            "Profile %s replaces avatar's built-in profile %r (%s): yours is used.",
+            mine,
+            mine.stem,
+            theirs,
+        )
 
 
 def read_profile(path: Path) -> ProfileSpec:
     """Read and type-check one profile file; errors name the file and the key."""
+    data = read_yaml_file(path, what="Profile file")
     try:
-        loaded = _load_yaml(path)
-    except (YAMLError, OSError) as exc:
-        raise ConfigFileError(f"Profile file {path} could not be read as YAML: {exc}") from exc
+        loaded = OmegaConf.create(data) if isinstance(data, dict) else None
+    except OmegaConfBaseException as exc:
+        raise ConfigFileError(
+            f"Profile file {path} has a key OmegaConf cannot hold: {exc}"
+        ) from exc
     if not isinstance(loaded, DictConfig) or not loaded:
         raise ConfigFileError(
             f"Profile file {path} is empty or not a mapping; a profile sets name, accelerator, "
@@ -74,6 +103,14 @@ def read_profile(path: Path) -> ProfileSpec:
         )
     try:
         merged = OmegaConf.merge(_profile_schema(), loaded)
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise ConfigFileError(
+                f"Profile file {path} does not set {', '.join(missing)}: a profile sets name, "
+                "accelerator, vram_min_mib, precision, quality, batch_size, steps and "
+                "safety_margin_mib (see conf/profile/rtx3080.yaml)."
+            )
+        check_ranges(merged, "profile.")
         vram_min = merged.vram_min_mib
         declared_name = merged.name
         spec = ProfileSpec(
@@ -83,6 +120,13 @@ def read_profile(path: Path) -> ProfileSpec:
             vram_min_mib=vram_min,
             path=path,
         )
+    except ConfigValueError as exc:
+        raise ConfigFileError(f"Profile file {path}: {exc}") from exc
+    except OverflowError as exc:
+        raise ConfigFileError(
+            f"Profile file {path} holds a number too large for any setting ({exc}); see the "
+            "ranges in README, Bad input."
+        ) from exc
     except OmegaConfBaseException as exc:
         detail = str(exc).splitlines()[0]
         key = getattr(exc, "full_key", None)  # OmegaConf puts it on a later line only
@@ -107,47 +151,6 @@ def read_profile(path: Path) -> ProfileSpec:
     return spec
 
 
-def _load_yaml(path: Path) -> DictConfig | ListConfig:
-    """`OmegaConf.load(path)`, parsed by libyaml where PyYAML has it.
-
-    OmegaConf's loader is PyYAML's pure-Python parser: three quarters of reading a profile
-    file, which status does for every profile on each run. The fast loader is OmegaConf's
-    own loader class (its duplicate-key check, float and timestamp rules) on libyaml's
-    parser; anything it does not take plainly (a YAML error, an odd type) is read again by
-    `OmegaConf.load`, so what is read, and every error message, stays OmegaConf's.
-    """
-    loader = _fast_yaml_loader()
-    if loader is not None:
-        try:
-            with open(path, encoding="utf-8") as stream:
-                data = yaml.load(stream, Loader=loader)  # a SafeLoader subclass
-        except Exception:  # OmegaConf.load below reports it as it always has
-            data = None
-        if isinstance(data, dict):
-            return OmegaConf.create(data)
-    return OmegaConf.load(path)
-
-
-@functools.cache
-def _fast_yaml_loader() -> type | None:
-    """OmegaConf's YAML loader with libyaml's parser (None without libyaml)."""
-    try:  # OmegaConf's loader is not public API: without it, OmegaConf.load reads alone
-        from omegaconf._utils import get_yaml_loader
-        from yaml.cyaml import CParser
-    except ImportError:
-        return None
-
-    omegaconf_loader = get_yaml_loader()
-
-    class FastOmegaConfLoader(CParser, omegaconf_loader):  # type: ignore[misc,valid-type]
-        def __init__(self, stream: Any) -> None:
-            CParser.__init__(self, stream)
-            yaml.constructor.SafeConstructor.__init__(self)
-            yaml.resolver.Resolver.__init__(self)
-
-    return FastOmegaConfLoader
-
-
 @functools.cache
 def _profile_schema() -> DictConfig:
     """The typed ProfileConfig every profile file is merged into, built once per process
@@ -156,12 +159,21 @@ def _profile_schema() -> DictConfig:
 
 
 def load_profiles(conf_dirs: Iterable[Path]) -> list[ProfileSpec]:
-    """Every profile of `conf_dirs`, each file read once per process until it changes."""
-    return [
-        _read_profile_cached(path)
-        for name, path in profile_files(conf_dirs).items()
-        if name != AUTO
-    ]
+    """Every profile, read and checked. Two GPU profiles with the same threshold are an
+    error: the auto choice between them would be arbitrary."""
+    profiles = [_read_profile_cached(path) for path in profile_files(conf_dirs).values()]
+    by_threshold: dict[int, ProfileSpec] = {}
+    for spec in profiles:
+        if spec.accelerator is not Accelerator.gpu or spec.vram_min_mib is None:
+            continue
+        other = by_threshold.setdefault(spec.vram_min_mib, spec)
+        if other is not spec:
+            raise ProfileError(
+                f"Profile files {other.path} and {spec.path} both set vram_min_mib: "
+                f"{spec.vram_min_mib}, so auto could not tell which to pick. Give each GPU "
+                "profile its own vram_min_mib."
+            )
+    return profiles
 
 
 def _read_profile_cached(path: Path) -> ProfileSpec:
@@ -253,17 +265,29 @@ class AutoProfile:
     def profiles(self) -> list[ProfileSpec]:
         return load_profiles(self.conf_dirs)
 
+    def forced(self) -> str | None:
+        """The profile AVATAR_PROFILE names, None when unset or `auto`.
+
+        Checked wherever the profile is then chosen (the command line, a user's file or
+        auto), so a bad value is an error the same way every time, not only when auto
+        would have used it.
+        """
+        forced = self._env.get(PROFILE_ENV, "").strip()
+        if not forced or forced == AUTO:
+            return None
+        names = sorted(n for n in profile_files(self.conf_dirs) if n != AUTO)
+        if forced not in names:
+            raise ProfileError(
+                f"{PROFILE_ENV}={forced!r} is not a profile. Allowed: {', '.join(names)} "
+                f"(files in the profile/ folder of {_dir_list(self.conf_dirs)}), or 'auto'. "
+                f"Unset {PROFILE_ENV} to pick the profile from the detected VRAM."
+            )
+        return forced
+
     @cached_property
     def choice(self) -> ProfileChoice:
-        forced = self._env.get(PROFILE_ENV, "").strip()
-        if forced and forced != AUTO:
-            names = sorted(n for n in profile_files(self.conf_dirs) if n != AUTO)
-            if forced not in names:
-                raise ProfileError(
-                    f"{PROFILE_ENV}={forced!r} is not a profile. Allowed: {', '.join(names)} "
-                    f"(files in the profile/ folder of {_dir_list(self.conf_dirs)}), or 'auto'. "
-                    f"Unset {PROFILE_ENV} to pick the profile from the detected VRAM."
-                )
+        forced = self.forced()
+        if forced is not None:
             return ProfileChoice(forced, f"set by {PROFILE_ENV}={forced}")
         return pick_profile(self.profiles, self.detection)
 

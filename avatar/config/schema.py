@@ -1,13 +1,17 @@
 """The structured-config schema: types and allowed values of every avatar key.
 
 Hydra checks types and enum values against it while composing (`steps=abc`,
-`precision=int8`, `nosuchkey=1` fail there with Hydra's own messages); the
-range rules OmegaConf does not check live in `validate()`.
+`precision=int8`, `nosuchkey=1` fail there with Hydra's own messages). Each number's
+range lives on its field (`ranged()` metadata), the one place for it; `validate()`
+checks those ranges, the interpolations and the keys a `+key=` override added.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any
 
@@ -20,6 +24,52 @@ from avatar.errors import ConfigValueError
 def plain_value(value: Any) -> Any:
     """An enum field's value (`Precision.fp16` -> "fp16"); any other value as it is."""
     return getattr(value, "value", value)
+
+
+# A field's allowed range lives in its metadata, here in the schema and nowhere else:
+# `validate()` reads it, README's "Bad input" lists it (tests/test_hardening_readme.py).
+RANGE_MIN = "min"
+RANGE_MAX = "max"
+RANGE_EXAMPLE = "example"
+
+
+def ranged(low: float, high: float, example: float, default: Any = MISSING) -> Any:
+    """A numeric field allowed from `low` to `high` (both included); `example` is a good value.
+
+    Every number gets an upper bound too: a 400-digit value would otherwise reach the
+    plan's float arithmetic and end in OverflowError instead of a message.
+    """
+    return field(
+        default=default, metadata={RANGE_MIN: low, RANGE_MAX: high, RANGE_EXAMPLE: example}
+    )
+
+
+# The largest amounts of memory a knob may name: 1 TiB, far above any single GPU.
+MAX_MIB = 1024 * 1024
+
+
+def too_large_number(data: Any, key: str = "") -> tuple[str, int] | None:
+    """(dotted key, value) of an integer in `data` (nested lists, dicts, sweep objects)
+    beyond any float; None when there is none.
+
+    OmegaConf converts an integer to a float field with `float()`, which raises
+    OverflowError for one of ~309 digits or more while Hydra composes, before any range
+    check can run; no avatar knob goes anywhere near it, so such input is refused first.
+    """
+    if isinstance(data, int) and not isinstance(data, bool):
+        return (key, data) if abs(data) > sys.float_info.max else None
+    if isinstance(data, dict):
+        items: Any = [(f"{key}.{k}" if key else str(k), v) for k, v in data.items()]
+    elif isinstance(data, (list, tuple)):
+        items = [(f"{key}[{i}]", v) for i, v in enumerate(data)]
+    else:
+        parts = [getattr(data, a) for a in ("list", "start", "stop", "step") if hasattr(data, a)]
+        items = [(key, part) for part in parts]
+    for item_key, item in items:
+        found = too_large_number(item, item_key)
+        if found is not None:
+            return found
+    return None
 
 
 class Precision(Enum):
@@ -48,16 +98,16 @@ class ProfileConfig:
     accelerator: Accelerator = MISSING
     # Auto-picked when the chosen GPU has at least this much VRAM in total; null = never
     # picked for a GPU (the CPU fallback).
-    vram_min_mib: int | None = MISSING
+    vram_min_mib: int | None = ranged(0, MAX_MIB, 8192)
     # Total VRAM of the card this profile is written for; the plan in status is made
     # against it when no GPU is usable here. null: vram_min_mib. What a profile needs
     # at peak is not declared: the plan derives it from the stages' own figures.
-    nominal_vram_mib: int | None = None
+    nominal_vram_mib: int | None = ranged(0, MAX_MIB, 10240, default=None)
     precision: Precision = MISSING
     quality: Quality = MISSING
-    batch_size: int = MISSING
-    steps: int = MISSING
-    safety_margin_mib: int = MISSING
+    batch_size: int = ranged(1, 4096, 2)
+    steps: int = ranged(1, 10_000, 30)
+    safety_margin_mib: int = ranged(0, MAX_MIB, 512)
     # Set by the `auto` option: why this profile was chosen.
     selected_by: str = ""
 
@@ -83,9 +133,9 @@ class VRAMNeedMiB:
     plan reports that instead of a number. A CPU-only model leaves all three null.
     """
 
-    fp32: int | None = None
-    fp16: int | None = None
-    bf16: int | None = None
+    fp32: int | None = ranged(0, MAX_MIB, 2048, default=None)
+    fp16: int | None = ranged(0, MAX_MIB, 2048, default=None)
+    bf16: int | None = ranged(0, MAX_MIB, 2048, default=None)
 
 
 @dataclass
@@ -97,9 +147,15 @@ class VRAMGrowth:
     """
 
     knob: str | None = None  # a key of the stage (batch_size, tile); null: the need is fixed
-    at: int = 1  # the knob's value at which the vram_mib figures were reported
-    power: int = 1  # 1: grows with the knob (batch size); 2: with its square (tile edge)
-    fixed_share: float = 1.0  # the share of the need that does not grow
+    at: int = ranged(
+        1, 1_000_000, 8, default=1
+    )  # the knob's value at which the vram_mib figures were reported
+    power: int = ranged(
+        0, 4, 1, default=1
+    )  # 1: grows with the knob (batch size); 2: with its square (tile edge)
+    fixed_share: float = ranged(
+        0.0, 1.0, 0.5, default=1.0
+    )  # the share of the need that does not grow
 
 
 @dataclass
@@ -119,7 +175,7 @@ class StageConfig:
 class VoiceConfig(StageConfig):
     """Speech: text, and a reference clip of the voice to clone, to audio."""
 
-    sample_rate_hz: int = MISSING
+    sample_rate_hz: int = ranged(1, 384_000, 24000)
 
 
 class XTTSLanguage(Enum):
@@ -148,80 +204,80 @@ class XTTSLanguage(Enum):
 class XTTSConfig(VoiceConfig):
     language: XTTSLanguage = MISSING
     speaker_wav: str | None = MISSING  # the clip to clone (6 s or more); null: built-in speaker
-    temperature: float = MISSING
-    repetition_penalty: float = MISSING
-    top_k: int = MISSING
-    top_p: float = MISSING
-    speed: float = MISSING
+    temperature: float = ranged(0.01, 10.0, 0.75)
+    repetition_penalty: float = ranged(1.0, 100.0, 10.0)
+    top_k: int = ranged(1, 1000, 50)
+    top_p: float = ranged(0.01, 1.0, 0.85)
+    speed: float = ranged(0.1, 4.0, 1.0)
     enable_text_splitting: bool = MISSING
 
 
 @dataclass
 class PiperConfig(VoiceConfig):
     voice: str = MISSING  # a Piper voice name, e.g. en_US-lessac-medium
-    length_scale: float = MISSING  # above 1 speaks slower
-    noise_scale: float = MISSING
-    noise_w: float = MISSING
-    sentence_silence_s: float = MISSING
+    length_scale: float = ranged(0.1, 4.0, 1.0)  # above 1 speaks slower
+    noise_scale: float = ranged(0.0, 2.0, 0.667)
+    noise_w: float = ranged(0.0, 2.0, 0.8)
+    sentence_silence_s: float = ranged(0.0, 10.0, 0.2)
 
 
 @dataclass
 class LipsyncConfig(StageConfig):
     """Lip sync: a face (image or video) and the speech to a talking-face video."""
 
-    batch_size: int = MISSING
-    resolution_px: int = MISSING  # the face crop edge the model works at
-    fps: int = MISSING
+    batch_size: int = ranged(1, 4096, 4)
+    resolution_px: int = ranged(1, 4096, 256)  # the face crop edge the model works at
+    fps: int = ranged(1, 240, 25)
 
 
 @dataclass
 class Wav2LipConfig(LipsyncConfig):
     checkpoint: str = MISSING  # wav2lip or wav2lip_gan
-    resize_factor: int = MISSING  # divides the input video's resolution
-    face_det_batch_size: int = MISSING
+    resize_factor: int = ranged(1, 64, 1)  # divides the input video's resolution
+    face_det_batch_size: int = ranged(1, 4096, 4)
 
 
 @dataclass
 class MuseTalkConfig(LipsyncConfig):
     version: str = MISSING  # v15 (MuseTalk 1.5) or v1
-    bbox_shift: int = MISSING  # moves the mouth region; + opens the mouth more
+    bbox_shift: int = ranged(-256, 256, 0)  # moves the mouth region; + opens the mouth more
 
 
 @dataclass
 class SadTalkerConfig(LipsyncConfig):
     preprocess: str = MISSING  # crop, resize or full
     still_mode: bool = MISSING  # less head motion
-    expression_scale: float = MISSING
+    expression_scale: float = ranged(0.0, 10.0, 1.0)
 
 
 @dataclass
 class HalloConfig(LipsyncConfig):
-    steps: int = MISSING  # diffusion steps
-    guidance_scale: float = MISSING
-    frames_per_chunk: int = MISSING  # VRAM grows with it (and with the clip's length)
+    steps: int = ranged(1, 10_000, 40)  # diffusion steps
+    guidance_scale: float = ranged(0.0, 100.0, 3.5)
+    frames_per_chunk: int = ranged(1, 10_000, 16)  # VRAM grows with it (and with the clip's length)
 
 
 @dataclass
 class EnhanceConfig(StageConfig):
     """Face enhancement and upscaling of the lip-synced frames."""
 
-    upscale: int = MISSING
-    tile: int = MISSING  # tile edge in px (0: the whole frame at once)
+    upscale: int = ranged(1, 8, 2)
+    tile: int = ranged(0, 16384, 400)  # tile edge in px (0: the whole frame at once)
 
 
 @dataclass
 class PerQuality:
     """One value per profile quality; `${avatar.by_quality:${quality},${.x}}` picks one."""
 
-    reduced: int = MISSING
-    medium: int = MISSING
-    high: int = MISSING
+    reduced: int = ranged(0, 16384, 256)
+    medium: int = ranged(0, 16384, 400)
+    high: int = ranged(0, 16384, 512)
 
 
 @dataclass
 class GFPGANConfig(EnhanceConfig):
     version: str = MISSING  # 1.4, 1.3 or RestoreFormer
-    weight: float = MISSING  # 0..1: how much of the restored face is blended in
+    weight: float = ranged(0.0, 1.0, 0.5)  # 0..1: how much of the restored face is blended in
     bg_upsampler: str | None = MISSING  # null: faces only, or realesrgan for the background
 
 
@@ -229,7 +285,7 @@ class GFPGANConfig(EnhanceConfig):
 class RealESRGANConfig(EnhanceConfig):
     model_file: str = MISSING  # e.g. RealESRGAN_x4plus
     tile_by_quality: PerQuality = field(default_factory=PerQuality)
-    tile_pad: int = MISSING
+    tile_pad: int = ranged(0, 1024, 10)
 
 
 @dataclass
@@ -258,12 +314,12 @@ class AvatarConfig:
     """The primary config (`conf/config.yaml`)."""
 
     profile: ProfileConfig = field(default_factory=ProfileConfig)
-    steps: int = MISSING
-    batch_size: int = MISSING
+    steps: int = ranged(1, 10_000, 30)
+    batch_size: int = ranged(1, 4096, 2)
     precision: Precision = MISSING
     quality: Quality = MISSING
-    safety_margin_mib: int = MISSING
-    gpu_index: int | None = None
+    safety_margin_mib: int = ranged(0, MAX_MIB, 512)
+    gpu_index: int | None = ranged(0, 1023, 0, default=None)
     verbose: bool = False
     voice: VoiceConfig = field(default_factory=VoiceConfig)
     lipsync: LipsyncConfig = field(default_factory=LipsyncConfig)
@@ -273,120 +329,189 @@ class AvatarConfig:
 
 SCHEMA_NAME = "avatar_schema"
 
-# (key, smallest allowed value, example of a good override)
-# The profile's keys come first: the top-level knobs follow them by interpolation, so a
-# bad `profile.steps` is reported under its own name, not as the `steps` that copies it.
-_MINIMUMS: tuple[tuple[str, int, str], ...] = (
-    ("profile.steps", 1, "profile.steps=30"),
-    ("profile.batch_size", 1, "profile.batch_size=1"),
-    ("profile.safety_margin_mib", 0, "profile.safety_margin_mib=512"),
-    ("profile.vram_min_mib", 0, "profile.vram_min_mib=8192"),
-    ("profile.nominal_vram_mib", 0, "profile.nominal_vram_mib=10240"),
-    ("steps", 1, "steps=30"),
-    ("batch_size", 1, "batch_size=2"),
-    ("safety_margin_mib", 0, "safety_margin_mib=512"),
-    ("gpu_index", 0, "gpu_index=0"),
-    *(
-        (f"{stage.value}.{key}", minimum, f"{stage.value}.{key}={example}")
-        for stage in Stage
-        for key, minimum, example in (
-            ("vram_mib.fp32", 0, 2048),
-            ("vram_mib.fp16", 0, 2048),
-            ("vram_mib.bf16", 0, 2048),
-            ("vram_growth.at", 1, 8),
-            ("vram_growth.power", 0, 1),
-            ("sample_rate_hz", 1, 24000),
-            ("top_k", 1, 50),
-            ("batch_size", 1, 4),
-            ("resolution_px", 1, 256),
-            ("fps", 1, 25),
-            ("resize_factor", 1, 1),
-            ("face_det_batch_size", 1, 4),
-            ("steps", 1, 40),
-            ("frames_per_chunk", 1, 16),
-            ("upscale", 1, 2),
-            ("tile", 0, 400),
-            ("tile_pad", 0, 10),
-        )
-    ),
-)
-
-# (key, lowest, highest, example): float knobs, bounds included; None = unbounded.
-_FLOAT_RANGES: tuple[tuple[str, float, float | None, str], ...] = (
-    *(
-        (
-            f"{stage.value}.vram_growth.fixed_share",
-            0.0,
-            1.0,
-            f"{stage.value}.vram_growth.fixed_share=0.5",
-        )
-        for stage in Stage
-    ),
-    ("voice.temperature", 0.01, None, "voice.temperature=0.75"),
-    ("voice.repetition_penalty", 1.0, None, "voice.repetition_penalty=10.0"),
-    ("voice.top_p", 0.01, 1.0, "voice.top_p=0.85"),
-    ("voice.speed", 0.1, 4.0, "voice.speed=1.0"),
-    ("voice.length_scale", 0.1, 4.0, "voice.length_scale=1.0"),
-    ("voice.sentence_silence_s", 0.0, None, "voice.sentence_silence_s=0.2"),
-    ("lipsync.guidance_scale", 0.0, None, "lipsync.guidance_scale=3.5"),
-    ("enhance.weight", 0.0, 1.0, "enhance.weight=0.5"),
-)
-
 
 def validate(cfg: DictConfig) -> None:
-    """Check what OmegaConf does not: missing values, interpolations, and ranges.
+    """Check what OmegaConf does not: missing values, interpolations, keys, and ranges.
 
     Raises ConfigValueError with one paragraph naming the key, the value and what
-    is allowed.
+    is allowed. Every OmegaConf call is inside the try: an interpolation that fails
+    (`steps=${oc.env:HOME}`, `${nosuch}`) can surface from any of them.
     """
-    # One walk answers for a valid config (the case of every run): resolved, nothing
-    # missing. Only when it fails are the checks made one by one, in their order, so the
-    # error reported is the same as theirs (missing keys before resolution errors).
     try:
-        resolved: Any = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except OmegaConfBaseException:
-        resolved = None
-    if resolved is None:
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
             raise ConfigValueError(
                 f"These config keys have no value: {', '.join(missing)}. A profile file must "
-                "set every profile key (see conf/profile/rtx3080.yaml), and ??? values must be "
-                "set on the command line (key=value) or in your config file."
+                "set every profile key (see conf/profile/rtx3080.yaml), and ??? values must "
+                "be set on the command line (key=value) or in your config file."
             )
-        try:
-            resolved = OmegaConf.to_container(cfg, resolve=True)
-        except OmegaConfBaseException as exc:
-            raise ConfigValueError(f"The config does not resolve: {exc}".strip()) from exc
-    for key, minimum, example in _MINIMUMS:
-        value: Any = _resolved_value(resolved, key)
-        if value is not None and (isinstance(value, bool) or value < minimum):
-            raise ConfigValueError(
-                f"Invalid value for '{key}': {value}. It must be an integer of at least "
-                f"{minimum} (for example {example}).",
-                key=key,
-            )
-    for key, low, high, example in _FLOAT_RANGES:
-        value = _resolved_value(resolved, key)
-        if value is not None and not (low <= value and (high is None or value <= high)):
-            allowed = f"from {low} to {high}" if high is not None else f"at least {low}"
-            raise ConfigValueError(
-                f"Invalid value for '{key}': {value}. It must be a number {allowed} "
-                f"(for example {example}).",
-                key=key,
-            )
-    _check_stages(cfg)
+        OmegaConf.to_container(cfg, resolve=True)
+        check_known_keys(cfg)
+        check_ranges(cfg)
+        _check_stages(cfg)
+    except OmegaConfBaseException as exc:
+        raise unresolved_error(exc) from exc
 
 
-def _resolved_value(resolved: Any, dotted_key: str) -> Any:
-    """`OmegaConf.select(cfg, key, default=None)` on the resolved container: the ranges
-    are checked on it (seventy selects on the DictConfig cost a third of validation)."""
-    node = resolved
-    for part in dotted_key.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
+def unresolved_error(exc: OmegaConfBaseException) -> ConfigValueError:
+    """An OmegaConf error met while resolving the config, as one paragraph naming the key."""
+    key = getattr(exc, "full_key", None) or None
+    detail = " ".join(str(exc).split("\n")[0].split()).rstrip(".")
+    where = f"'{key}'" if key else "the config"
+    return ConfigValueError(
+        f"Cannot resolve {where}: {detail}. An interpolation ${{...}} must name an existing "
+        "key (steps=${profile.steps}) or a set environment variable (${oc.env:NAME}), and "
+        "its value must fit the key's type; quote the override so the shell keeps the $ "
+        "('steps=${profile.steps}').",
+        key=key,
+    )
+
+
+def _schema_of(node: DictConfig) -> type | None:
+    """The dataclass a composed node was typed with (e.g. PiperConfig for voice=piper)."""
+    schema = OmegaConf.get_type(node)
+    return schema if isinstance(schema, type) and is_dataclass(schema) else None
+
+
+def check_known_keys(node: DictConfig, prefix: str = "") -> None:
+    """Every key of a typed node must be a field of its schema.
+
+    Hydra's `+key=value` adds a key even to a structured config, so `+Steps=30` (a typo)
+    would otherwise be accepted and change nothing. The error suggests the closest key.
+    """
+    schema = _schema_of(node)
+    known = [f.name for f in fields(schema)] if schema is not None else None
+    for key in node:
+        name = str(key)
+        full = f"{prefix}{name}"
+        if known is not None and name not in known:
+            import difflib  # only for the error: keeps it off every valid run's imports
+
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            close = close or [k for k in known if k.lower() == name.lower()]
+            hint = (
+                f"Did you mean '{prefix}{close[0]}' ({prefix}{close[0]}=VALUE, without +)?"
+                if close
+                else f"The keys here are: {', '.join(known)}."
+            )
+            raise ConfigValueError(
+                f"Unknown config key '{full}': avatar does not read it, so setting it would "
+                f"change nothing. {hint}",
+                key=full,
+            )
+        child = node._get_node(name)
+        if isinstance(child, DictConfig) and not child._is_none():
+            check_known_keys(child, f"{full}.")
+
+
+def check_ranges(node: DictConfig, prefix: str = "") -> None:
+    """Every number must lie in its field's range (`ranged()` metadata in this module).
+
+    Values a file or the command line sets are checked before the ones that copy them by
+    interpolation, so a bad `profile.steps` is reported as itself, not as the `steps`
+    that follows it (nor `enhance.tile_by_quality.medium` as `enhance.tile`).
+    """
+    found = list(_ranged_values(node, prefix))
+    for _copied, key, value, low, high, example in sorted(found, key=lambda f: f[0]):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # OmegaConf has checked the type
+        if (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
+            kind = (
+                f"an integer of at least {low} and at most {high}"
+                if isinstance(value, int)
+                else f"a number from {low} to {high}"
+            )
+            raise ConfigValueError(
+                f"Invalid value for '{key}': {shown_number(value)}. It must be {kind} "
+                f"(for example {key}={example}).",
+                key=key,
+            )
+
+
+def _ranged_values(node: DictConfig, prefix: str) -> Iterator[tuple[bool, str, Any, Any, Any, Any]]:
+    """(is an interpolation, key, value, lowest, highest, example) of each ranged value."""
+    schema = _schema_of(node)
+    if schema is None:
+        return
+    for spec in fields(schema):
+        if spec.name not in node:
+            continue
+        child = node._get_node(spec.name)
+        if isinstance(child, DictConfig):
+            if not child._is_none():
+                yield from _ranged_values(child, f"{prefix}{spec.name}.")
+            continue
+        if RANGE_MIN not in spec.metadata or child is None:
+            continue
+        value = node[spec.name]
+        if value is not None:
+            meta = spec.metadata
+            copied = bool(child._is_interpolation())
+            yield (
+                copied,
+                f"{prefix}{spec.name}",
+                value,
+                meta[RANGE_MIN],
+                meta[RANGE_MAX],
+                meta[RANGE_EXAMPLE],
+            )
+
+
+def huge_number_message(key: str, value: int) -> str:
+    """What is wrong with a number too large for any float, and the key's range if it has one."""
+    rule = range_rules().get(key)
+    allowed = (
+        f"It must be at least {rule[0]} and at most {rule[1]}"
+        if rule
+        else f"Every avatar number has a range, and none reaches past {MAX_MIB}"
+    )
+    return f"Invalid value for '{key}': {shown_number(value)}. {allowed} (see README, Bad input)."
+
+
+def shown_number(value: float) -> str:
+    """A number as a message shows it: a 400-digit integer is cut, not printed whole."""
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:12]}... ({len(text.lstrip('-'))} digits)"
+
+
+def range_rules() -> dict[str, tuple[float, float]]:
+    """Dotted key -> (lowest, highest) for every ranged key, as README's "Bad input" lists them.
+
+    A stage option's own knobs are listed under their stage (`voice.top_k`, which exists
+    with voice=xtts_v2); the keys every option of a stage has come from the base schema.
+    """
+    rules: dict[str, tuple[float, float]] = {}
+
+    def walk(prefix: str, schema: type, skip: frozenset[str] = frozenset()) -> None:
+        for spec in fields(schema):
+            if spec.name in skip:
+                continue
+            if RANGE_MIN in spec.metadata:
+                rules[f"{prefix}{spec.name}"] = (spec.metadata[RANGE_MIN], spec.metadata[RANGE_MAX])
+            nested = spec.default_factory
+            if isinstance(nested, type) and is_dataclass(nested):
+                walk(f"{prefix}{spec.name}.", nested)
+
+    walk("", AvatarConfig)
+    for schema in STAGE_SCHEMAS.values():
+        stage, base = stage_base(schema)
+        walk(f"{stage.value}.", schema, frozenset(f.name for f in fields(base)))
+    return rules
+
+
+def stage_base(schema: type) -> tuple[Stage, type[StageConfig]]:
+    """The stage an option's schema belongs to, and that stage's base schema."""
+    for stage, base in _STAGE_BASES.items():
+        if issubclass(schema, base):
+            return stage, base
+    raise ValueError(f"{schema.__name__} is not a stage schema")
+
+
+_STAGE_BASES: dict[Stage, type[StageConfig]] = {
+    Stage.voice: VoiceConfig,
+    Stage.lipsync: LipsyncConfig,
+    Stage.enhance: EnhanceConfig,
+}
 
 
 def runs_on_gpu(stage: Any, profile_accelerator: Any) -> bool:

@@ -11,26 +11,41 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import math
+import operator
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
+from avatar.hardware.types import printable
 from avatar.units import BYTES_PER_MIB
 
-T = TypeVar("T")
+# NVML's return code for "this device does not report that" (pynvml.NVML_ERROR_NOT_SUPPORTED).
+NVML_ERROR_NOT_SUPPORTED = 3
+# More devices than this in one answer is nonsense, and looping over them would hang detection.
+MAX_DEVICE_COUNT = 4096
+# What a module called `pynvml` must have to be NVIDIA's bindings rather than a stray file.
+_BINDINGS_API = ("nvmlInit", "nvmlShutdown", "nvmlDeviceGetCount", "nvmlDeviceGetMemoryInfo")
 
 
 class NvmlError(Exception):
     """NVML could not answer: bindings or driver missing, or a call failed."""
 
-    def __init__(self, message: str, *, library_missing: bool = False) -> None:
+    def __init__(
+        self, message: str, *, library_missing: bool = False, code: int | None = None
+    ) -> None:
         super().__init__(message)
         # True when no NVIDIA driver library is there at all: the only case in which
         # another backend (ROCm, Apple MPS through torch) may still find a GPU.
         self.library_missing = library_missing
+        self.code = code  # NVML's return code, where the binding raised an NVMLError
+
+    @property
+    def not_supported(self) -> bool:
+        """The device does not report this (unified-memory devices for their memory)."""
+        return self.code == NVML_ERROR_NOT_SUPPORTED
 
 
 class NvmlMemory(NamedTuple):
@@ -38,6 +53,9 @@ class NvmlMemory(NamedTuple):
 
     A named tuple, not a frozen dataclass: VRAMManager.get_status() builds one per
     call, and the goal is to cost little more than the NVML call itself.
+
+    The figures are the driver's, converted but not checked (NaN where the answer was
+    not a number): `types.memory_nonsense` is where they are judged.
     """
 
     total_mib: float
@@ -52,26 +70,70 @@ class NvmlDevice:
     nvml_index: int
     name: str
     uuid: str
-    memory: NvmlMemory
+    # None: NVML answered NOT_SUPPORTED for its memory, as a device that shares memory
+    # with the host does (unified memory); torch can still say how much it may use.
+    memory: NvmlMemory | None
+
+
+def _said(exc: BaseException) -> str:
+    """An exception's text, even when its own __str__ fails.
+
+    pynvml's NVMLError.__str__ asks the driver library for the text, so a broken library
+    can fail again while its first failure is being reported.
+    """
+    try:
+        return str(exc) or type(exc).__name__
+    except Exception:
+        return type(exc).__name__
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception that is not an NVMLError, with its type: that is often the clue."""
+    text = _said(exc)
+    name = type(exc).__name__
+    return name if text == name else f"{name}: {text}"
+
+
+def _where_pynvml_lives(module: ModuleType | None = None) -> str:
+    """The file (or folder) `import pynvml` finds, for messages about a stray one."""
+    where: object = getattr(module, "__file__", None) if module is not None else None
+    if not where and module is not None:
+        where = ", ".join(str(p) for p in getattr(module, "__path__", ()) or ())
+    if not where:
+        try:
+            spec = importlib.util.find_spec("pynvml")
+            where = spec.origin if spec is not None else None
+        except Exception:  # finding it can fail the way importing it did
+            where = None
+    return str(where) if where else "an unknown place"
 
 
 # The driver library pynvml loads on Linux (its `_LoadNvmlLibrary`), and pynvml's own text
-# for the error it raises when that fails (NVML_ERROR_LIBRARY_NOT_FOUND).
+# and return code for the error it raises when that fails (NVML_ERROR_LIBRARY_NOT_FOUND).
 _LINUX_LIBRARY = "libnvidia-ml.so.1"
 LIBRARY_NOT_FOUND = "NVML Shared Library Not Found"
+NVML_ERROR_LIBRARY_NOT_FOUND = 12
 # A file the nvidia-ml-py distribution installs beside `pynvml.py`: tells its pynvml from another
-# module of that name (the tests' fake, which must be asked, driver or not).
+# module of that name (the tests' fake, or a stray file, which must be imported and checked).
 _DIST_INFO_PREFIX = "nvidia_ml_py-"
 
 
 def _import_pynvml() -> ModuleType:
     if _driver_library_missing():
-        raise NvmlError(f"nvmlInit: {LIBRARY_NOT_FOUND}", library_missing=True)
+        raise NvmlError(
+            f"nvmlInit: {LIBRARY_NOT_FOUND}",
+            library_missing=True,
+            code=NVML_ERROR_LIBRARY_NOT_FOUND,
+        )
     try:
         import pynvml
     except ImportError as exc:  # the dependency is declared, but a broken env can lack it
         raise NvmlError(
             "the nvidia-ml-py package (module pynvml) is not installed", library_missing=True
+        ) from exc
+    except Exception as exc:  # a broken install, or a stray pynvml.py that fails to import
+        raise NvmlError(
+            f"importing pynvml from {_where_pynvml_lives()} failed ({_describe(exc)})"
         ) from exc
     return pynvml
 
@@ -89,7 +151,10 @@ def _driver_library_missing() -> bool:
     """
     if "pynvml" in sys.modules or not sys.platform.startswith("linux"):
         return False
-    spec = importlib.util.find_spec("pynvml")
+    try:
+        spec = importlib.util.find_spec("pynvml")
+    except Exception:  # a broken pynvml: the import below reports it
+        return False
     if spec is None or spec.origin is None:
         return False  # the import reports the missing bindings
     return _is_nvidia_ml_py(os.path.dirname(spec.origin)) and not _library_loads(_LINUX_LIBRARY)
@@ -116,23 +181,57 @@ def _library_loads(name: str) -> bool:
     return True
 
 
+def _check_bindings(module: ModuleType) -> None:
+    """Refuse a `pynvml` that is not NVIDIA's bindings, naming the file it came from.
+
+    A file called pynvml.py in the working directory (or anywhere earlier on sys.path)
+    hides the installed nvidia-ml-py; without this check, its missing functions would
+    surface as AttributeErrors in the middle of detection.
+    """
+    missing = [name for name in _BINDINGS_API if not callable(getattr(module, name, None))]
+    error = getattr(module, "NVMLError", None)
+    if not (isinstance(error, type) and issubclass(error, Exception)):
+        missing.append("NVMLError")
+    if missing:
+        raise NvmlError(
+            f"the module pynvml imported from {_where_pynvml_lives(module)} is not NVIDIA's "
+            f"NVML bindings (it has no {', '.join(missing)}): a file or folder of that name "
+            "in the working directory or on PYTHONPATH hides the nvidia-ml-py package; "
+            "rename it"
+        )
+
+
+def _code(exc: BaseException) -> int | None:
+    value = getattr(exc, "value", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 class Nvml:
     """An NVML session. Use as a context manager or call `close()`.
 
-    `pynvml` can be injected so tests run against a small fake module.
+    `pynvml` can be injected so tests run against a small fake module. Whatever the
+    bindings raise (NVMLError, or OSError, RuntimeError, AttributeError from a broken
+    install) leaves this class as NvmlError, and every figure they answer is converted
+    here without trusting its type.
     """
 
     def __init__(self, pynvml: ModuleType | None = None) -> None:
         self._nv = pynvml if pynvml is not None else _import_pynvml()
         self._open = False
         self._memory_v2: bool | None = None  # unknown until the first memory query
+        _check_bindings(self._nv)
         try:
             self._nv.nvmlInit()
         except self._nv.NVMLError as exc:
-            missing = isinstance(exc, getattr(self._nv, "NVMLError_LibraryNotFound", ()))
-            raise NvmlError(f"nvmlInit: {exc}", library_missing=missing) from exc
+            not_found = getattr(self._nv, "NVMLError_LibraryNotFound", None)
+            missing = isinstance(not_found, type) and isinstance(exc, not_found)
+            raise NvmlError(
+                f"nvmlInit: {_said(exc)}", library_missing=missing, code=_code(exc)
+            ) from exc
         except OSError as exc:  # a broken libnvidia-ml can fail while loading
             raise NvmlError(f"loading libnvidia-ml: {exc}", library_missing=True) from exc
+        except Exception as exc:  # the bindings' own bug: still no GPU to be had through them
+            raise NvmlError(f"nvmlInit raised {_describe(exc)}") from exc
         self._open = True
 
     def __enter__(self) -> Nvml:
@@ -145,31 +244,43 @@ class Nvml:
         if self._open:
             self._open = False
             # Nothing useful to do if shutdown fails: the session is over either way.
-            with contextlib.suppress(self._nv.NVMLError):
+            with contextlib.suppress(Exception):
                 self._nv.nvmlShutdown()
 
-    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _call(self, what: str, *args: Any, **kwargs: Any) -> Any:
+        """Call NVML function `what`: the one place where the bindings' exceptions are caught.
+
+        Looking the function up here too means bindings that lack one (old or stray)
+        fail like a driver error, with the function's name.
+        """
         try:
-            return fn(*args, **kwargs)
+            return getattr(self._nv, what)(*args, **kwargs)
         except self._nv.NVMLError as exc:
-            raise NvmlError(f"{what}: {exc}") from exc
+            raise NvmlError(f"{what}: {_said(exc)}", code=_code(exc)) from exc
+        except Exception as exc:  # RuntimeError, OSError, AttributeError, ...: not a crash
+            raise NvmlError(f"{what} raised {_describe(exc)}") from exc
 
     def device_count(self) -> int:
-        return int(self._call("nvmlDeviceGetCount", self._nv.nvmlDeviceGetCount))
+        answer = self._call("nvmlDeviceGetCount")
+        try:
+            count = operator.index(answer)
+        except TypeError:
+            count = -1
+        if not 0 <= count <= MAX_DEVICE_COUNT:
+            raise NvmlError(f"nvmlDeviceGetCount answered {_short_repr(answer)}, not a count")
+        return count
 
     def handle(self, nvml_index: int) -> Any:
-        return self._call(
-            "nvmlDeviceGetHandleByIndex", self._nv.nvmlDeviceGetHandleByIndex, nvml_index
-        )
+        return self._call("nvmlDeviceGetHandleByIndex", nvml_index)
 
     def handle_by_uuid(self, uuid: str) -> Any:
-        return self._call("nvmlDeviceGetHandleByUUID", self._nv.nvmlDeviceGetHandleByUUID, uuid)
+        return self._call("nvmlDeviceGetHandleByUUID", uuid)
 
     def name(self, handle: Any) -> str:
-        return _text(self._call("nvmlDeviceGetName", self._nv.nvmlDeviceGetName, handle))
+        return _text(self._call("nvmlDeviceGetName", handle))
 
     def uuid(self, handle: Any) -> str:
-        return _text(self._call("nvmlDeviceGetUUID", self._nv.nvmlDeviceGetUUID, handle))
+        return _text(self._call("nvmlDeviceGetUUID", handle))
 
     def memory(self, handle: Any) -> NvmlMemory:
         """Memory via the v2 structure, which agrees with nvidia-smi.
@@ -178,33 +289,71 @@ class Nvml:
         (615 MiB on an idle H200); gpustat and nvitop also ask for v2 first and
         fall back to v1 on drivers or bindings that lack it.
         """
-        get = self._nv.nvmlDeviceGetMemoryInfo
         info = None
         if self._memory_v2 is not False:
             v2 = getattr(self._nv, "nvmlMemory_v2", None)
             try:
-                info = None if v2 is None else get(handle, version=v2)
-            except (TypeError, self._nv.NVMLError):
+                info = None if v2 is None else self._nv.nvmlDeviceGetMemoryInfo(handle, version=v2)
+            except Exception:  # v2 is optional: v1 below answers, or fails with its reason
                 info = None
             if info is not None:
                 self._memory_v2 = True
         if info is None:
-            info = self._call("nvmlDeviceGetMemoryInfo", get, handle)
+            info = self._call("nvmlDeviceGetMemoryInfo", handle)
             # v1 answered where v2 did not: remembered, so later calls (one per VRAM
             # status) ask once, not twice. A transient failure of both stays unknown.
             self._memory_v2 = False
-        return NvmlMemory(
-            info.total / BYTES_PER_MIB, info.used / BYTES_PER_MIB, info.free / BYTES_PER_MIB
-        )
+        return NvmlMemory(_mib(info, "total"), _mib(info, "used"), _mib(info, "free"))
+
+    def _device_memory(self, handle: Any) -> NvmlMemory | None:
+        try:
+            return self.memory(handle)
+        except NvmlError as exc:
+            if exc.not_supported:
+                return None
+            raise
 
     def device(self, nvml_index: int) -> NvmlDevice:
         handle = self.handle(nvml_index)
-        return NvmlDevice(nvml_index, self.name(handle), self.uuid(handle), self.memory(handle))
+        return NvmlDevice(
+            nvml_index, self.name(handle), self.uuid(handle), self._device_memory(handle)
+        )
 
     def device_by_uuid(self, uuid: str, nvml_index: int) -> NvmlDevice:
         handle = self.handle_by_uuid(uuid)
-        return NvmlDevice(nvml_index, self.name(handle), self.uuid(handle), self.memory(handle))
+        return NvmlDevice(
+            nvml_index, self.name(handle), self.uuid(handle), self._device_memory(handle)
+        )
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _mib(info: object, field: str) -> float:
+    """One field of NVML's memory structure (bytes) in MiB; NaN where it is not a number."""
+    try:
+        return float(getattr(info, field)) / BYTES_PER_MIB
+    except OverflowError:  # an integer too large for a float
+        return math.inf
+    except Exception:  # missing field, None, a string: judged as nonsense later
+        return math.nan
+
+
+def _short_repr(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _text(value: object) -> str:
+    """A name or UUID as text: bytes from old bindings decoded, undecodable bytes replaced.
+
+    A name a driver answers in some other encoding must not stop detection; control
+    characters are replaced too, since the name is printed to the user's terminal.
+    """
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value).decode("utf-8", errors="replace")
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = _short_repr(value)
+    return printable(text)

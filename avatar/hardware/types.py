@@ -6,6 +6,7 @@ Plain data, with memory in MiB. The adapters (`nvml`, `torch_probe`) produce it 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from enum import Enum
@@ -35,6 +36,59 @@ class DetectionBackend(_Named):
     nvml = "nvml"
     torch = "torch"
     none = "none"
+
+
+# No device has less than 1 MiB or more than 1 PiB of memory: a figure outside that range
+# is a driver's nonsense, and arithmetic on it (or on NaN and inf) would decide silently.
+MIN_DEVICE_MIB = 1.0
+MAX_DEVICE_MIB = float(2**30)
+# used + free may exceed total by rounding in a binding's byte-to-MiB arithmetic, not more.
+_ROUNDING_MIB = 1.0
+
+
+def printable(text: str) -> str:
+    """A name a driver answered, safe to print: control characters become U+FFFD.
+
+    GPU names reach the user's terminal and status.json; an escape sequence in one must
+    not act on the terminal.
+    """
+    return text if text.isprintable() else "".join(c if c.isprintable() else "\ufffd" for c in text)
+
+
+def memory_nonsense(total_mib: object, used_mib: object, free_mib: object) -> str | None:
+    """What is wrong with one device's memory figures, or None when they make sense.
+
+    A pure check shared by detection (a GPU with nonsense figures is named and skipped)
+    and the VRAM status (nonsense gives ok=False): drivers have answered NaN, 0,
+    negative or used > total, and choosing or refusing on such a figure would be
+    silently wrong. A total of exactly 0 from NVML means something else (the device
+    shares memory with the host); detection tells that apart before calling this.
+    """
+    figures: list[float] = []
+    for what, value in (("total", total_mib), ("used", used_mib), ("free", free_mib)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{what} memory is {type(value).__name__}, not a number"
+        try:
+            figure = float(value)
+        except OverflowError:  # an integer beyond any float
+            return f"{what} memory is an integer too large for any device"
+        if not math.isfinite(figure):
+            return f"{what} memory is {figure}"
+        figures.append(figure)
+    total, used, free = figures
+    if not MIN_DEVICE_MIB <= total <= MAX_DEVICE_MIB:
+        return f"total memory is {total:g} MiB"
+    if used < 0:
+        return f"used memory is {used:g} MiB"
+    if used > total:
+        return f"used memory {used:g} MiB > total {total:g} MiB"
+    if free < 0:
+        return f"free memory is {free:g} MiB"
+    if free > total:
+        return f"free memory {free:g} MiB > total {total:g} MiB"
+    if used + free > total + _ROUNDING_MIB:
+        return f"used {used:g} + free {free:g} MiB > total {total:g} MiB"
+    return None
 
 
 @dataclass(frozen=True)

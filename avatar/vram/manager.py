@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from avatar.hardware.detect import choose_gpu, detect_gpu
 from avatar.hardware.nvml import Nvml, NvmlError
 from avatar.hardware.torch_probe import initialized_torch, torch_memory
-from avatar.hardware.types import GPUBackend, GPUDetection, GPUInfo
+from avatar.hardware.types import GPUBackend, GPUDetection, GPUInfo, memory_nonsense
 from avatar.units import bytes_to_mib
 from avatar.vram.stage import StageRecord, open_stage
 from avatar.vram.status import DEFAULT_SAFETY_MARGIN_MIB, VRAMStatus, check_size_mib
@@ -111,6 +111,10 @@ class VRAMManager:
         except Exception as exc:  # NVML or torch: never let a status query crash a stage
             log.warning("VRAM status query for %s failed (%s); reporting zeros", gpu.device, exc)
             return VRAMStatus(gpu.device, 0.0, 0.0, 0.0, ok=False)
+        wrong = memory_nonsense(total, used, free) or _torch_nonsense(reserved, allocated)
+        if wrong is not None:  # deciding on NaN or used > total would be silently wrong
+            log.warning("VRAM status of %s makes no sense (%s); reporting zeros", gpu.device, wrong)
+            return VRAMStatus(gpu.device, 0.0, 0.0, 0.0, ok=False)
         return VRAMStatus(gpu.device, total, used, free, reserved, allocated)
 
     def can_load(
@@ -182,8 +186,14 @@ class VRAMManager:
 
         With `config` (from `load_config()`), `name` is a stage of its pipeline (voice,
         lipsync, enhance) and the need, the margin and the lighter options named in the
-        error come from the stage's config. See avatar/vram/stage.py.
+        error come from the stage's config. See `vram/stage.py`.
         """
+        # Checked here too (open_stage checks what a config declares), so a bad size
+        # fails at the call, not only when the `with` block is entered.
+        if required_mb is not None:
+            check_size_mib("required_mb", required_mb)
+        if safety_margin_mb is not None:
+            check_size_mib("safety_margin_mb", safety_margin_mb)
         return open_stage(self, name, required_mb, config=config, safety_margin_mb=safety_margin_mb)
 
     def close(self) -> None:
@@ -202,3 +212,12 @@ class VRAMManager:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _torch_nonsense(reserved_mib: float, allocated_mib: float) -> str | None:
+    for what, value in (("reserved", reserved_mib), ("allocated", allocated_mib)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"torch {what} memory is {type(value).__name__}, not a number"
+        if not 0 <= value < float("inf"):
+            return f"torch {what} memory is {value} MiB"
+    return None

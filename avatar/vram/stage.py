@@ -30,7 +30,7 @@ from avatar.hardware.torch_probe import initialized_torch
 from avatar.hardware.types import GPUBackend, GPUInfo
 from avatar.units import bytes_to_mib
 from avatar.vram.plan import stage_device, stage_need_mib, suggest_instead
-from avatar.vram.status import DEFAULT_SAFETY_MARGIN_MIB, VRAMStatus
+from avatar.vram.status import DEFAULT_SAFETY_MARGIN_MIB, VRAMStatus, check_size_mib
 
 if TYPE_CHECKING:  # only for annotations: the VRAM layer needs no omegaconf at run time
     from omegaconf import DictConfig
@@ -153,6 +153,7 @@ def _stage_plan(
             "there, which means the model has no working path at that precision. Choose "
             f"another {name}.precision or {name} option."
         )
+    check_size_mib(f"{name}.vram_mib", need)
     return float(need), device
 
 
@@ -181,10 +182,14 @@ def open_stage(
     if config is not None:
         required_mb, stage_device = _stage_plan(config, name, required_mb)
         if safety_margin_mb is None:
-            safety_margin_mb = float(config.safety_margin_mib)
+            safety_margin_mb = config.safety_margin_mib
     if required_mb is None:
         raise ValueError(f"stage '{name}': pass required_mb, or a config that declares it")
     margin = DEFAULT_SAFETY_MARGIN_MIB if safety_margin_mb is None else safety_margin_mb
+    # Before anything else, in CPU mode too: a negative, NaN or huge size is a caller's
+    # mistake wherever the stage runs (README: they raise ValueError).
+    check_size_mib("required_mb", required_mb)
+    check_size_mib("safety_margin_mb", margin)
     gpu = manager.gpu
     on_gpu = gpu is not None and stage_device != "cpu"
     record = StageRecord(

@@ -5,7 +5,9 @@ AVATAR_FAKE_GPUS to a JSON list such as
 `[{"name": "NVIDIA GeForce RTX 3080", "total_mib": 10240, "used_mib": 300}]`
 (optional "uuid"): `[]` is a driver with no GPU; unset is no driver at all
 (`nvmlInit` raises NVMLError_LibraryNotFound). AVATAR_FAKE_NVML_FAIL=<function name>
-makes that NVML function raise NVMLError.
+makes that NVML function raise NVMLError, or with AVATAR_FAKE_NVML_RAISE=<a builtin
+exception's name, e.g. RuntimeError> that exception, as a broken binding would.
+"name_hex" in place of "name" gives a name of raw bytes (not necessarily UTF-8).
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ def _load_fakes():
 
 _fakes = _load_fakes()
 _gpus_json = os.environ.get(_fakes.GPUS_ENV)
+_raise = os.environ.get(_fakes.RAISE_ENV)
 _fake = _fakes.fake_pynvml(
     _fakes.gpus_from_json(_gpus_json) if _gpus_json is not None else [],
     library_missing=_gpus_json is None,
     fail_on=os.environ.get(_fakes.FAIL_ENV) or None,
+    fail_with=_fakes.builtin_error(_raise) if _raise else None,
 )
 globals().update({k: v for k, v in vars(_fake).items() if not k.startswith("__")})
