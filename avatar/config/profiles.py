@@ -102,7 +102,7 @@ def read_profile(path: Path) -> ProfileSpec:
             "a CPU profile."
         )
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(ProfileConfig), loaded)
+        merged = OmegaConf.merge(_profile_schema(), loaded)
         missing = sorted(OmegaConf.missing_keys(merged))
         if missing:
             raise ConfigFileError(
@@ -149,6 +149,13 @@ def read_profile(path: Path) -> ProfileSpec:
             "(MiB) a GPU needs for this profile to be auto-picked, e.g. vram_min_mib: 8192."
         )
     return spec
+
+
+@functools.cache
+def _profile_schema() -> DictConfig:
+    """The typed ProfileConfig every profile file is merged into, built once per process
+    (`OmegaConf.merge` copies it, so it is never changed)."""
+    return OmegaConf.structured(ProfileConfig)
 
 
 def load_profiles(conf_dirs: Iterable[Path]) -> list[ProfileSpec]:
