@@ -40,7 +40,10 @@ from avatar.version import __version__
 
 # The `_target_`s conf/config.yaml has Hydra instantiate (hydra.callbacks): hydra-core 1.4
 # instantiates only targets named as trusted without a warning.
-TRUSTED_TARGETS = ("avatar.cli.sweep.SweepSummary",)
+TRUSTED_TARGETS = (
+    "avatar.cli.sweep.SweepSummary",
+    "hydra_plugins.avatar_sweeper.sweeper.AvatarSweeper",
+)
 
 
 def _multirun_only(mode: Any, value: str) -> str | None:
@@ -81,6 +84,9 @@ def register_config(auto: AutoProfile, *, explicit_profile: str | None = None) -
     register_resolver("version", lambda: __version__)
     register_resolver("multirun_only", _multirun_only)
     register_resolver("by_quality", by_quality)
+    register_resolver(
+        "pid", os.getpid, use_cache=True
+    )  # the default sweep dir: unique among running sweeps
     _store_schemas()
     auto.forced()  # a bad AVATAR_PROFILE is an error wherever the profile is chosen
     if explicit_profile is None:
