@@ -51,6 +51,12 @@ def _multirun_only(mode: Any, value: str) -> str | None:
     return value if str(mode).endswith("MULTIRUN") else None
 
 
+def _process_id() -> str:
+    """This process's id, 7 digits wide (Linux's largest pid_max has 7): sweep dirs of
+    one second sort and line up alike whatever the id."""
+    return f"{os.getpid():07d}"
+
+
 def by_quality(quality: Any, table: Any) -> Any:
     """`${avatar.by_quality:${quality},${.tile_by_quality}}`: the table's value for the quality.
 
@@ -84,9 +90,9 @@ def register_config(auto: AutoProfile, *, explicit_profile: str | None = None) -
     register_resolver("version", lambda: __version__)
     register_resolver("multirun_only", _multirun_only)
     register_resolver("by_quality", by_quality)
-    register_resolver(
-        "pid", os.getpid, use_cache=True
-    )  # the default sweep dir: unique among running sweeps
+    # The default sweep dir's suffix: unique among sweeps running at once; cached, so a
+    # launcher's worker processes see the id of the process that started the sweep.
+    register_resolver("pid", _process_id, use_cache=True)
     _store_schemas()
     auto.forced()  # a bad AVATAR_PROFILE is an error wherever the profile is chosen
     if explicit_profile is None:
