@@ -4,7 +4,8 @@
 file, register the resolvers, store the auto profile), then hands over to the
 `@hydra.main` app, which validates the composed config and prints the status.
 User errors end as one paragraph on stderr and exit status 1, no traceback (unless
-HYDRA_FULL_ERROR=1); an unexpected exception is an internal error, exit status 2.
+HYDRA_FULL_ERROR=1); an unexpected exception is an internal error, exit status 2;
+Ctrl-C ends with exit status 130, no traceback, and a sweep's summary so far.
 """
 
 from __future__ import annotations
