@@ -268,3 +268,28 @@ def test_the_missing_plugin_hint_names_the_package_not_an_unrelated_project(
     assert f"pip install '{package}>=1.2'" in message
     assert "pip install '.[sweep]'" in message
     assert "avatar[sweep]" not in message
+
+
+def _sysfs_refuses_folders() -> bool:
+    try:
+        os.mkdir("/sys/avatar-sweep-probe")
+    except OSError:
+        return True
+    os.rmdir("/sys/avatar-sweep-probe")
+    return False
+
+
+@pytest.mark.skipif(not _sysfs_refuses_folders(), reason="needs Linux's sysfs at /sys")
+def test_a_sweep_dir_where_no_folder_can_be_made_is_one_paragraph_even_for_root(
+    tmp_path: Path,
+) -> None:
+    result = run_avatar(
+        "-m", "steps=5,6", "profile=cpu", "hydra.sweep.dir=/sys/avatar-sweep/s", cwd=tmp_path
+    )
+
+    message = result.error_message()
+    assert result.returncode == 1, result.output
+    assert "Traceback" not in result.output
+    assert "cannot be written" in message and "hydra.sweep.dir=" in message, message
+    assert "\n" not in message
+    assert list(tmp_path.iterdir()) == []
