@@ -106,6 +106,26 @@ def test_a_sweep_dir_that_holds_another_sweeps_jobs_is_refused_and_left_as_it_wa
     assert tree_snapshot(tmp_path) == before
 
 
+def test_two_sweeps_started_at_once_into_the_same_given_dir_never_mix_their_jobs(
+    tmp_path: Path,
+) -> None:
+    sweeps = [("steps=11,12",), ("steps=21,22",)]
+    procs = [
+        start_avatar("-m", *args, "profile=cpu", "hydra.sweep.dir=sweep", cwd=tmp_path)
+        for args in sweeps
+    ]
+    results = [CliResult(p.wait(CLI_TIMEOUT_S), p.stdout.read(), p.stderr.read()) for p in procs]  # type: ignore[union-attr]
+
+    codes = sorted(r.returncode for r in results)
+    assert codes == [0, 1], [r.output for r in results]
+    winner = next(args for args, r in zip(sweeps, results, strict=True) if r.returncode == 0)
+    refused = next(r for r in results if r.returncode == 1)
+    assert "already holds" in refused.error_message() and "Traceback" not in refused.output
+    values = winner[0].split("=")[1].split(",")
+    own = {(f"steps={v}", "profile=cpu") for v in values}
+    assert job_overrides(summary_json(tmp_path / "sweep")) == own
+
+
 # ------------------------------------------------------------------------ Ctrl-C
 
 

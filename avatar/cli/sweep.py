@@ -217,21 +217,23 @@ def _sweep_dir_message(sweep_dir: Path, problem: str) -> str:
 
 def claim_sweep_dir(sweep_dir: Path) -> None:
     """Create the sweep dir, refusing one that already holds a sweep (its multirun.yaml or
-    its jobs): a new sweep's jobs would overwrite and be mixed up with the old ones."""
+    its jobs): a new sweep's jobs would overwrite and be mixed up with the old ones.
+
+    The claim is multirun.yaml, created exclusively: of two sweeps started at once with
+    the same hydra.sweep.dir, one gets the dir and the other is refused.
+    """
     if sweep_dir.is_file():
         raise AvatarUserError(_sweep_dir_message(sweep_dir, "it is a file, not a folder"))
-    if sweep_dir.is_dir() and ((sweep_dir / MULTIRUN_FILE).exists() or collect_jobs(sweep_dir)):
-        raise AvatarUserError(
-            _sweep_dir_message(
-                sweep_dir,
-                "it already holds another sweep's jobs, which this sweep would overwrite",
-            )
-        )
+    held = _sweep_dir_message(
+        sweep_dir, "it already holds another sweep's jobs, which this sweep would overwrite"
+    )
+    if sweep_dir.is_dir() and collect_jobs(sweep_dir):
+        raise AvatarUserError(held)
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        probe = sweep_dir / f".avatar-write-check-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
+        (sweep_dir / MULTIRUN_FILE).open("x").close()
+    except FileExistsError as exc:
+        raise AvatarUserError(held) from exc
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise AvatarUserError(
