@@ -62,6 +62,14 @@ def test_an_interpolation_of_a_good_key_still_works() -> None:
 # --------------------------------------------------------------- 3: ranges from the schema
 
 
+def _option_using(stage: str, schema_name: str) -> str:
+    """The stage option whose file is typed by `schema_name` (its defaults name it)."""
+    for path in sorted((builtin_conf_dir() / stage).glob("*.yaml")):
+        if f"/{schema_name}@_here_" in path.read_text(encoding="utf-8"):
+            return path.stem
+    raise AssertionError(f"no conf/{stage}/*.yaml uses {schema_name}")
+
+
 def _ranged_overrides() -> list[tuple[list[str], str, float, float]]:
     """(the stage option it needs, key, lowest, highest) for every ranged key."""
     declared_by: dict[str, str] = {}
@@ -70,7 +78,7 @@ def _ranged_overrides() -> list[tuple[list[str], str, float, float]]:
         for spec in fields(schema):
             if spec.name not in {f.name for f in fields(base)}:
                 declared_by[f"{stage.value}.{spec.name}"] = (
-                    f"{stage.value}={name.removesuffix('_schema')}"
+                    f"{stage.value}={_option_using(stage.value, name)}"
                 )
     cases = []
     for key, (low, high) in range_rules().items():

@@ -97,6 +97,29 @@ def test_real_bindings_without_a_driver_are_reported_as_library_missing(
     assert raised.value.library_missing
 
 
+def test_without_a_driver_the_real_bindings_are_not_imported_and_say_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No driver library: the answer pynvml would give, without its 40 ms import."""
+    monkeypatch.delitem(sys.modules, "pynvml")  # the autouse fake: the real bindings
+    from avatar.hardware import nvml as adapter
+
+    if adapter._library_loads("libnvidia-ml.so.1") or not sys.platform.startswith("linux"):
+        pytest.skip("this machine has an NVIDIA driver library (or is not Linux)")
+
+    with pytest.raises(NvmlError) as shortcut:
+        Nvml()
+    assert "pynvml" not in sys.modules
+
+    real = importlib.import_module("pynvml")
+    with pytest.raises(NvmlError) as asked:
+        Nvml(real)
+    assert (str(shortcut.value), shortcut.value.library_missing) == (
+        str(asked.value),
+        asked.value.library_missing,
+    )
+
+
 @pytest.mark.parametrize(
     "function",
     ["nvmlDeviceGetCount", "nvmlDeviceGetHandleByIndex", "nvmlDeviceGetName", "nvmlDeviceGetUUID"],

@@ -195,3 +195,47 @@ def test_profile_order_matches_what_hydra_composes_for_a_user_config_dir(tmp_pat
     first = read_profile(profile_files([tmp_path, BUILTIN])["rtx3080"])
 
     assert composed.profile.vram_min_mib == first.vram_min_mib == 9000
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "name: p\nvram_min_mib: 1e3\nsteps: 1_000\nwhen: 2001-12-14\nok: yes\n",
+        "name: p\nvram_min_mib: null\nnote: ${profile.steps}\n",
+        "name: p\nname: q\n",  # a duplicate key
+        "name: [unclosed\n",  # not YAML
+        "a:\n  b: 1\n  b: 2\n",  # a duplicate key, deeper
+        "",
+        "- a list\n",
+    ],
+)
+def test_yaml_files_read_the_same_with_or_without_libyaml(
+    tmp_path: Path, text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Profile and config files are parsed by libyaml for speed; what comes out, or the
+    error a user reads, is what the pure-Python loader gives."""
+    from avatar.config import user_file
+
+    path = tmp_path / "p.yaml"
+    path.write_text(text, encoding="utf-8")
+
+    def read() -> object:
+        try:
+            return user_file.read_yaml_file(path, what="Profile file")
+        except ConfigFileError as exc:
+            return f"error: {exc}"
+
+    fast = read()
+    monkeypatch.setattr(user_file, "_fast_loader", lambda: None)
+    assert fast == read()
+
+
+def test_an_edited_profile_file_is_read_again(tmp_path: Path) -> None:
+    path = write_profile(tmp_path, "mine", vram_min_mib=30000)
+    assert read_profile(path).vram_min_mib == 30000
+    first = load_profiles([tmp_path])
+
+    write_profile(tmp_path, "mine", vram_min_mib=31000, description="a longer text, new size")
+
+    assert first[0].vram_min_mib == 30000
+    assert [p.vram_min_mib for p in load_profiles([tmp_path])] == [31000]

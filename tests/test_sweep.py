@@ -263,7 +263,7 @@ def test_a_launcher_whose_plugin_is_missing_is_a_clear_error(
         check_launcher(["steps=3", f"hydra/launcher={launcher}"])
 
     assert f"hydra/launcher={launcher}" in str(raised.value)
-    assert "avatar[sweep]" in str(raised.value)
+    assert "hydra-" in str(raised.value) and "avatar[sweep]" not in str(raised.value)
     check_launcher(["hydra/launcher=basic"])  # Hydra's own needs no plugin
 
 

@@ -4,7 +4,8 @@
 file, register the resolvers, store the auto profile), then hands over to the
 `@hydra.main` app, which validates the composed config and prints the status.
 User errors end as one paragraph on stderr and exit status 1, no traceback (unless
-HYDRA_FULL_ERROR=1); an unexpected exception is an internal error, exit status 2.
+HYDRA_FULL_ERROR=1); an unexpected exception is an internal error, exit status 2;
+Ctrl-C ends with exit status 130, no traceback, and a sweep's summary so far.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from avatar.cli.argv import PreParse, preparse
+from avatar.cli.paragraph import exception_paragraph
+from avatar.cli.report import Summary
 from avatar.cli.status_view import build_status, profile_reason, render_status
 from avatar.cli.sweep import (
     check_launcher,
@@ -48,8 +51,8 @@ from avatar.version import __version__
 
 log = logging.getLogger("avatar")
 FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 _HELP_FLAGS = ("--help", "-h", "--hydra-help")
-_OMEGACONF_CONTEXT = ("object_type=", "reference_type=")
 
 
 def _conf_dirs(pre: PreParse) -> list[Path]:
@@ -213,23 +216,42 @@ def main() -> None:
         print(f"avatar {__version__}")
         return
     summary = None
+    interrupted = False
     with _nvml_held():
         try:
             auto, config_dir = prepare(argv)
             with hydra_raises():
                 try:
                     hydra_app(auto, config_dir)()
+                except KeyboardInterrupt:
+                    interrupted = True
                 finally:
-                    summary = finish_sweep()  # a multirun's summary, even when Hydra stopped
+                    # A multirun's summary, even when Hydra stopped or the user pressed Ctrl-C.
+                    summary = finish_sweep(interrupted=interrupted)
         except AvatarUserError as exc:
             _fail(exc)
         except (HydraException, OmegaConfBaseException) as exc:
             _fail_hydra(exc)
         except Exception as exc:
             _internal_error(exc)
+    if interrupted:
+        _interrupted(summary)
     if summary is not None and summary.failed:
         print(f"Error: {summary.failure_message()}", file=sys.stderr)
         sys.exit(1)
+
+
+def _interrupted(summary: Summary | None) -> NoReturn:
+    """Ctrl-C: no traceback; what was done is kept and said; exit status 130 (128 + SIGINT),
+    as a shell reports a command stopped by Ctrl-C."""
+    kept = (
+        ""
+        if summary is None
+        else f" {summary.done} of {summary.planned or '?'} planned sweep jobs were done; their "
+        f"results are kept in {summary.sweep_dir}."
+    )
+    print(f"Interrupted (Ctrl-C).{kept}", file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def _full_error() -> bool:
@@ -266,38 +288,10 @@ def hydra_raises() -> Iterator[None]:
 def _fail_hydra(exc: Exception) -> NoReturn:
     """A composition error Hydra or OmegaConf found (a wrong type, an unknown key or
     option): user input, reported in their words as one paragraph, exit status 1."""
-    parts = [str(exc)]
-    if isinstance(exc.__cause__, OmegaConfBaseException):
-        parts.append(str(exc.__cause__))
     if _full_error():
         traceback.print_exception(exc)
-    print(f"Error: {one_paragraph(parts)}", file=sys.stderr)
+    print(f"Error: {exception_paragraph(exc)}", file=sys.stderr)
     sys.exit(1)
-
-
-def one_paragraph(parts: list[str]) -> str:
-    """Hydra's and OmegaConf's multi-line messages as one paragraph.
-
-    OmegaConf's context lines keep the key and drop the types (they repeat the text);
-    Hydra's list of options becomes a comma-separated list, its search path is dropped.
-    """
-    said: list[str] = []
-    for raw in (line for part in parts for line in part.splitlines()):
-        line = raw.strip()
-        if not line or line.startswith(_OMEGACONF_CONTEXT):
-            continue
-        if line.startswith("Config search path"):
-            break
-        if line.startswith("full_key:"):
-            line = f"(key: {line.removeprefix('full_key:').strip()})"
-        elif raw.startswith("\t") and said and said[-1].endswith((":", ",")):
-            line += ","
-        elif said and not said[-1].endswith((".", ":", ",")):
-            said[-1] += "."
-        said.append(line)
-    if said and said[-1].endswith(","):
-        said[-1] = said[-1][:-1] + "."
-    return " ".join(said)
 
 
 def _internal_error(exc: Exception) -> NoReturn:
@@ -328,6 +322,10 @@ def run() -> None:
     gc.freeze()
     try:
         main()
+    except KeyboardInterrupt:
+        # Ctrl-C before or after the work (composing, printing): no traceback either.
+        print("Interrupted (Ctrl-C).", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
         # `avatar --help | head`: the reader left. Silence the flush at exit, like `ls | head`.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -44,6 +44,11 @@ status.json shape (`schema_version` 1; MiB everywhere; null where unknown):
         "safety_margin_mib": 512, "fits": true, "verdict": "OK: ..."}
     }
 
+A `python -m avatar.speak` job has its own section instead of the status's ("settings" to
+"plan" are null there): "speech": {"path", "sample_rate_hz", "audio_s", "wall_s",
+"real_time_factor", "load_s", "pieces", "language", "latents", "speaker", "voice" (the
+voice option's settings, speed and all), "stage" (its VRAM stage record, or null)}.
+
 A failed job has `ok: false`, `error`, `job`, and `profile.name` where the
 config got that far; the other sections are null.
 """
@@ -241,6 +246,7 @@ class JobRow:
     slurm_job_id: str | None = None  # SLURM launcher only (slurm.json)
     slurm_state: str | None = None  # COMPLETED, CANCELLED, TIMEOUT, ...
     log_path: Path | None = None
+    finished: bool = True  # False: no status.json (the job never got to its end)
 
     @property
     def fits_text(self) -> str:
@@ -292,10 +298,17 @@ class Summary:
     sweep_dir: Path
     jobs: tuple[JobRow, ...]
     stopped_early: bool = False  # Hydra skipped on_multirun_end (a job raised, or was lost)
+    interrupted: bool = False  # the user pressed Ctrl-C (SIGINT)
+    planned: int | None = None  # the jobs the sweep held; None when not known
 
     @property
     def failed(self) -> tuple[JobRow, ...]:
         return tuple(j for j in self.jobs if not j.ok)
+
+    @property
+    def done(self) -> int:
+        """The jobs that ran to their end (ok or failed with their error in status.json)."""
+        return sum(1 for j in self.jobs if j.finished)
 
     def failure_message(self) -> str:
         """What cli.main prints before exiting 1 because jobs failed."""
@@ -341,11 +354,22 @@ def _row_without_status(job_dir: Path, slurm: Mapping[str, Any] | None = None) -
         profile=profile,
         fits=None,
         ok=False,
-        error=f"no {STATUS_FILE}: the job did not finish (killed, timed out, or still running); "
-        "see its log",
+        error=f"no {STATUS_FILE}: the job did not finish (interrupted, killed, timed out, or "
+        "still running)" + _log_hint(job_dir, slurm),
         mismatch=None,
         job_dir=job_dir,
+        finished=False,
     )
+
+
+def _log_hint(job_dir: Path, slurm: Mapping[str, Any] | None) -> str:
+    """Where the job's log is, named only when the file is there (a basic or joblib job
+    logs to the terminal, and writes no log file unless the user's logging config does)."""
+    named = (slurm or {}).get("log")
+    candidates = [Path(str(named))] if named else []
+    candidates += sorted(job_dir.glob("*.log"))
+    found = next((p for p in candidates if p.is_file()), None)
+    return "" if found is None else f"; see its log {_shown_path(found)}"
 
 
 def collect_jobs(sweep_dir: Path) -> list[JobRow]:
@@ -396,7 +420,13 @@ def render_summary(summary: Summary) -> str:
         + f"  ({_shown_path(summary.sweep_dir)})"
     )
     lines = [head]
-    if summary.stopped_early:
+    if summary.interrupted:
+        planned = "?" if summary.planned is None else str(summary.planned)
+        lines.append(
+            f"  INTERRUPTED (Ctrl-C): {summary.done} of {planned} planned jobs done; jobs that "
+            "never started are not listed"
+        )
+    elif summary.stopped_early:
         lines.append("  (Hydra stopped the sweep early; jobs that never started are not listed)")
     header: tuple[str, ...] = ("job", "overrides", "profile", "fits", "job dir", "note")
     rows = [
@@ -449,6 +479,9 @@ def summary_document(summary: Summary) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "sweep_dir": str(summary.sweep_dir.resolve()),
         "stopped_early": summary.stopped_early,
+        "interrupted": summary.interrupted,
+        "planned": summary.planned,
+        "done": summary.done,
         "jobs": [
             {
                 "num": j.num,
@@ -478,12 +511,18 @@ def _slurm_entry(job: JobRow) -> dict[str, Any]:
     return {"slurm": {"job_id": job.slurm_job_id, "state": job.slurm_state, "log": log}}
 
 
-def write_summary(sweep_dir: Path, *, stopped_early: bool = False) -> Summary | None:
+def write_summary(
+    sweep_dir: Path,
+    *,
+    stopped_early: bool = False,
+    interrupted: bool = False,
+    planned: int | None = None,
+) -> Summary | None:
     """Read the jobs, print the table and save it; None when no job ever started."""
     jobs = collect_jobs(sweep_dir)
     if not jobs:
         return None
-    summary = Summary(sweep_dir, tuple(jobs), stopped_early)
+    summary = Summary(sweep_dir, tuple(jobs), stopped_early, interrupted, planned)
     text = render_summary(summary)
     (sweep_dir / SUMMARY_TEXT_FILE).write_text(text + "\n", encoding="utf-8")
     (sweep_dir / SUMMARY_JSON_FILE).write_text(

@@ -17,6 +17,7 @@ nothing is written.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, make_dataclass
@@ -29,6 +30,7 @@ from hydra.types import RunMode
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from avatar.cli.app import _fail, _nvml_held, prepare
+from avatar.cli.report import jsonable
 from avatar.cli.sweep import finish_sweep, job_conf_dirs, write_job_status
 from avatar.config.compat import hydra_main_options, store_config
 from avatar.config.compose import TRUSTED_TARGETS
@@ -72,21 +74,22 @@ class SpeakConfig(AvatarConfig):
     overwrite: bool = False
 
 
-def speak_schema() -> DictConfig:
-    """SpeakConfig with avatar's own keys left missing, to be merged after `config`.
+# SpeakConfig with avatar's own keys untyped and missing, to be merged after `config`: a
+# missing value never overrides one in a merge, and an untyped one keeps the type each
+# node was composed with (voice=hibari stays LightVoiceConfig; a missing `voice:
+# VoiceConfig` would retype it, and its own keys would then be unknown). A module-level
+# class, so a SLURM job can unpickle the ConfigStore that holds it.
+SpeakSchema = make_dataclass(
+    "SpeakSchema",
+    [(entry.name, Any, field(default=MISSING)) for entry in fields(AvatarConfig)],
+    bases=(SpeakConfig,),
+)
+SpeakSchema.__module__ = __name__
 
-    Merged after avatar's config (a subclass of its schema may extend it), it adds the
-    speak keys and their types without resetting what the config composed (a missing
-    value never overrides one in a merge). avatar's own keys are redeclared as `Any` here:
-    a missing node typed VoiceConfig would retype the composed voice=xtts_v2 node as the
-    base VoiceConfig, and its own keys (voice.checkpoint_dir) would then read as unknown.
-    """
-    loose = make_dataclass(
-        "SpeakSchema",
-        [(entry.name, Any, field(default=MISSING)) for entry in fields(AvatarConfig)],
-        bases=(SpeakConfig,),
-    )
-    return OmegaConf.structured(loose)
+
+def speak_schema() -> DictConfig:
+    """The speak keys and their types, merged after avatar's config without resetting it."""
+    return OmegaConf.structured(SpeakSchema)
 
 
 def _text(cfg: DictConfig) -> str:
@@ -186,6 +189,27 @@ def render_speech(
     return "\n".join(lines)
 
 
+def speech_record(result: SpeechResult, synth: Synthesizer, cfg: DictConfig) -> dict[str, Any]:
+    """A sweep job's "speech" section of status.json: the file, what it cost, and the voice
+    settings it was made with (the point of a sweep over them). Pure: no I/O."""
+    rtf = result.real_time_factor
+    return {
+        "path": str(result.path) if result.path is not None else None,
+        "sample_rate_hz": result.sample_rate_hz,
+        "audio_s": result.audio_s,
+        "wall_s": result.wall_s,
+        "real_time_factor": rtf if math.isfinite(rtf) else None,
+        "load_s": synth.load_s,
+        "pieces": result.pieces,
+        "language": result.language,
+        "latents": result.latents,
+        "speaker": None if cfg.speaker is None else str(cfg.speaker),
+        # the option and its generation settings (speed, ...); enums (runs_on) as their values
+        "voice": jsonable(OmegaConf.to_container(cfg.voice, resolve=True)),
+        "stage": None if synth.record is None else jsonable(synth.record),
+    }
+
+
 def run_speak(cfg: DictConfig, hydra_cfg: DictConfig, auto: AutoProfile | None = None) -> None:
     """The app once Hydra has composed `cfg`: validate, speak, report (and record a sweep job).
 
@@ -215,14 +239,20 @@ def run_speak(cfg: DictConfig, hydra_cfg: DictConfig, auto: AutoProfile | None =
     if multirun:
         note = f"wrote {result.path} ({result.audio_s:.2f} s, RTF {result.real_time_factor:.2f})"
         notes = [note] if similarity is None else [note, similarity.describe()]
-        write_job_status(hydra_cfg, cfg, notes=notes)
+        record = speech_record(result, synth, cfg)
+        if similarity is not None:
+            record["speaker_similarity"] = similarity.to_json()
+        write_job_status(hydra_cfg, cfg, notes=notes, sections={"speech": record})
 
 
-def speak_app(auto: AutoProfile | None = None) -> Callable[[], None]:
-    """The `@hydra.main` app: a thin call into `run_speak`."""
+def speak_app(
+    auto: AutoProfile | None = None, config_dir: Path | None = None
+) -> Callable[[], None]:
+    """The `@hydra.main` app: a thin call into `run_speak`; `config_dir` as `prepare()` chose
+    it (a user's --config-dir first, so their profiles shadow avatar's)."""
 
     @hydra.main(
-        config_path=str(builtin_conf_dir()),
+        config_path=str(config_dir or builtin_conf_dir()),
         config_name=SPEAK_CONFIG,
         **hydra_main_options(*TRUSTED_TARGETS),
     )
@@ -236,12 +266,12 @@ def main() -> None:
     """Entry point of `python -m avatar.speak`."""
     with _nvml_held():
         try:
-            auto, _config_dir = prepare(sys.argv[1:])  # speak.yaml is in the built-in folder
+            auto, config_dir = prepare(sys.argv[1:])
             store_config(name=SPEAK_SCHEMA, node=speak_schema())
         except AvatarUserError as exc:
             _fail(exc)
         try:
-            speak_app(auto)()
+            speak_app(auto, config_dir)()
         finally:
             summary = finish_sweep()  # a multirun's summary, even when Hydra stopped early
     if summary is not None and summary.failed:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import sys
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,9 +34,11 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from avatar.cli.paragraph import exception_paragraph
 from avatar.cli.report import (
     STATUS_FILE,
     Summary,
+    collect_jobs,
     hidden_gpu_note,
     status_document,
     write_status_file,
@@ -43,14 +46,19 @@ from avatar.cli.report import (
 )
 from avatar.cli.status_view import StatusReport
 from avatar.config.files import builtin_conf_dir
-from avatar.config.overrides import AUTO, PROFILE_GROUP, override_values
+from avatar.config.overrides import AUTO, PROFILE_GROUP, group_options, override_values
 from avatar.config.profiles import PROFILE_ENV, AutoProfile, ProfileChoice
 from avatar.errors import AvatarUserError
 
 log = logging.getLogger("avatar.sweep")
 
+# Hydra's copy of the sweep's config, in the sweep dir.
+MULTIRUN_FILE = "multirun.yaml"
+
 
 # Launchers that come from a plugin, and the plugin each needs (all in the `sweep` extra).
+# The hint names the packages themselves: `avatar` on the public index is another project.
+PLUGIN_MIN_VERSION = "1.2"  # as pyproject's sweep extra
 LAUNCHER_PLUGINS = {
     "joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
     "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
@@ -90,15 +98,16 @@ def check_launcher(overrides: Sequence[str], env: Mapping[str, str] | None = Non
         if not found:
             raise AvatarUserError(
                 f"hydra/launcher={value} needs the {package} plugin, which is not installed. "
-                "Install avatar's sweep extra (pip install 'avatar[sweep]', or "
-                f"pip install {package}), or leave hydra/launcher out to run the sweep's jobs "
-                "one after another with Hydra's basic launcher."
+                f"Install it (pip install '{package}>={PLUGIN_MIN_VERSION}'; from a checkout "
+                "of avatar: pip install '.[sweep]', avatar's sweep extra), or leave "
+                "hydra/launcher out to run the sweep's jobs one after another with Hydra's "
+                "basic launcher."
             )
 
 
 def _profile_given(overrides: Sequence[str], env: Mapping[str, str]) -> bool:
     """Whether the profile is named (command line or AVATAR_PROFILE), not left to `auto`."""
-    options = override_values(overrides, PROFILE_GROUP)
+    options = group_options(overrides, PROFILE_GROUP)
     if options is not None:
         return AUTO not in options
     return env.get(PROFILE_ENV, "").strip() not in ("", AUTO)
@@ -161,10 +170,12 @@ def write_job_status(
     error: BaseException | str | None = None,
     auto: AutoProfile | None = None,
     notes: Sequence[str] = (),
+    sections: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write this multirun job's status.json into its job dir (called by the task).
 
     `notes` are sentences for the summary's note column (what the job made, say).
+    `sections`: a command's own top-level sections (speak's "speech"), added as given.
 
     `auto` is this job's own AutoProfile (its own hardware); with it the status
     says which profile this job's hardware would pick, and whether that differs
@@ -194,6 +205,7 @@ def write_job_status(
         own_choice_error=own_error,
         notes=notes,
     )
+    doc.update(sections or {})
     for note in doc["notes"]:
         if note not in results:
             log.warning("%s", note)
@@ -201,6 +213,107 @@ def write_job_status(
 
 
 # ---------------------------------------------------------------- per sweep
+
+
+def _sweep_dir_message(sweep_dir: Path, problem: str) -> str:
+    return (
+        f"Cannot start the sweep in {sweep_dir}: {problem}. Nothing was written. Choose "
+        "another folder with hydra.sweep.dir=DIR (for example hydra.sweep.dir=/tmp/mysweep), "
+        "or leave it out to get a new dir under multirun/."
+    )
+
+
+def claim_sweep_dir(sweep_dir: Path) -> None:
+    """Create the sweep dir, refusing one that already holds a sweep (its multirun.yaml or
+    its jobs): a new sweep's jobs would overwrite and be mixed up with the old ones.
+
+    The claim is multirun.yaml, created exclusively: of two sweeps started at once with
+    the same hydra.sweep.dir, one gets the dir and the other is refused.
+    """
+    if sweep_dir.is_file():
+        raise AvatarUserError(_sweep_dir_message(sweep_dir, "it is a file, not a folder"))
+    held = _sweep_dir_message(
+        sweep_dir, "it already holds another sweep's jobs, which this sweep would overwrite"
+    )
+    if sweep_dir.is_dir() and collect_jobs(sweep_dir):
+        raise AvatarUserError(held)
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / MULTIRUN_FILE).open("x").close()
+    except FileExistsError as exc:
+        raise AvatarUserError(held) from exc
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise AvatarUserError(
+            _sweep_dir_message(sweep_dir, f"the folder cannot be written ({reason})")
+        ) from exc
+
+
+def run_sweep(sweeper: Any, arguments: list[str]) -> list[Sequence[JobReturn]]:
+    """avatar's sweep (hydra_plugins.avatar_sweeper): Hydra's basic sweep, where a point
+    that does not compose fails alone.
+
+    Hydra's basic sweeper composes every point of a batch before launching it and stops
+    the whole sweep at the first that fails (`lipsync=nope`). Here such a point becomes
+    a failed job (its status.json holds the error, the summary lists it) and the points
+    around it are launched, with the job numbers they would have had, by any launcher.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    config, launcher, context = sweeper.config, sweeper.launcher, sweeper.hydra_context
+    parser = OverridesParser.create(config_loader=context.config_loader)
+    parsed = parser.parse_overrides([*sweeper._parse_config(), *arguments])
+    batches = sweeper.split_arguments(parsed, sweeper.max_batch_size)
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    try:
+        claim_sweep_dir(sweep_dir)
+    except AvatarUserError:
+        _progress.sweep_dir = None  # nothing of this sweep to summarise (and not the old one)
+        raise
+    _progress.planned = sum(len(batch) for batch in batches)
+    OmegaConf.save(config, sweep_dir / MULTIRUN_FILE)
+    returns: list[Sequence[JobReturn]] = []
+    num = 0
+    for batch in batches:
+        segment: list[list[str]] = []
+        start = num
+        for job in batch:
+            error = _composition_error(context, config, job)
+            if error is None:
+                segment.append(list(job))
+            else:
+                if segment:
+                    returns.append(launcher.launch(segment, initial_job_idx=start))
+                _write_uncomposed_job(sweep_dir, num, job, error)
+                segment, start = [], num + 1
+            num += 1
+        if segment:
+            returns.append(launcher.launch(segment, initial_job_idx=start))
+    return returns
+
+
+def _composition_error(context: Any, config: DictConfig, job: Sequence[str]) -> str | None:
+    """The paragraph saying why this point does not compose, or None when it does."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        context.config_loader.load_sweep_config(config, list(job))
+    except AvatarUserError as exc:
+        return str(exc)
+    except (HydraException, OmegaConfBaseException) as exc:
+        return exception_paragraph(exc)
+    return None
+
+
+def _write_uncomposed_job(sweep_dir: Path, num: int, job: Sequence[str], error: str) -> None:
+    """A failed job's dir and status.json for a point that never composed (so never ran)."""
+    job_dir = sweep_dir / str(num)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    profile = next((o.split("=", 1)[1] for o in job if o.startswith("profile=")), None)
+    info = {"num": num, "overrides": list(job), "dir": str(job_dir.resolve()), "host": _host_name()}
+    write_status_file(job_dir, status_document(job=info, error=error, profile_name=profile))
+    print(f"Error: job {num} ({' '.join(job)}) did not start: {error}", file=sys.stderr)
 
 
 @dataclass
@@ -214,23 +327,30 @@ class SweepProgress:
     sweep_dir: Path | None = None
     summary: Summary | None = None
     ended: bool = False  # on_multirun_end ran
+    planned: int | None = None  # the jobs the sweep holds (avatar's sweeper knows)
 
 
 _progress = SweepProgress()
 
 
-def finish_sweep() -> Summary | None:
+def finish_sweep(*, interrupted: bool = False) -> Summary | None:
     """After Hydra returns or stops: the sweep's summary, written now if Hydra skipped it.
 
     Hydra 1.3 skips `on_multirun_end` when any job raised (every launcher re-raises
-    the first failure after the batch ran) or when a cluster job was lost.
+    the first failure after the batch ran), when a cluster job was lost, or when the
+    user pressed Ctrl-C (`interrupted`: the summary then says so, with the jobs done of
+    those planned).
     """
     sweep_dir, summary, ended = _progress.sweep_dir, _progress.summary, _progress.ended
+    planned = _progress.planned
     _progress.sweep_dir, _progress.summary, _progress.ended = None, None, False
+    _progress.planned = None
     if sweep_dir is None or ended:
         return summary
     try:
-        return write_summary(sweep_dir, stopped_early=True)
+        return write_summary(
+            sweep_dir, stopped_early=True, interrupted=interrupted, planned=planned
+        )
     except OSError as exc:
         log.warning("Could not write the sweep summary in %s: %s", sweep_dir, exc)
         return None
@@ -244,7 +364,7 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _progress.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
-        _progress.summary, _progress.ended = None, False
+        _progress.summary, _progress.ended, _progress.planned = None, False, None
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """Runs where the job ran: a job that raised gets a status.json with its error."""
@@ -268,5 +388,5 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = _progress.sweep_dir or Path(str(config.hydra.sweep.dir)).resolve()
-        _progress.summary = write_summary(sweep_dir)
+        _progress.summary = write_summary(sweep_dir, planned=_progress.planned)
         _progress.sweep_dir, _progress.ended = sweep_dir, True

@@ -30,8 +30,11 @@ OMEGACONF_2_4 = _major_minor(omegaconf.__version__) >= (2, 4)
 HYDRA_1_4 = _major_minor(hydra.__version__) >= (1, 4)
 
 
-def register_resolver(name: str, fn: Callable[..., Any]) -> None:
+def register_resolver(name: str, fn: Callable[..., Any], *, use_cache: bool = False) -> None:
     """Register under the `avatar.` namespace on omegaconf 2.3 and 2.4.
+
+    `use_cache`: the value is computed once per config and travels with it (to a
+    launcher's worker processes too), as Hydra's `${now:}` does.
 
     2.4 renames the API: `register_resolver` is the new one there, while in 2.3 it
     is the legacy API with other semantics, so this branches on the version.
@@ -41,7 +44,8 @@ def register_resolver(name: str, fn: Callable[..., Any]) -> None:
         if OMEGACONF_2_4
         else OmegaConf.register_new_resolver
     )
-    register(f"avatar.{name}", fn, replace=True)
+    extra = {"use_cache": True} if use_cache else {}
+    register(f"avatar.{name}", fn, replace=True, **extra)
 
 
 def store_config(**entry: Any) -> None:

@@ -40,12 +40,21 @@ from avatar.version import __version__
 
 # The `_target_`s conf/config.yaml has Hydra instantiate (hydra.callbacks): hydra-core 1.4
 # instantiates only targets named as trusted without a warning.
-TRUSTED_TARGETS = ("avatar.cli.sweep.SweepSummary",)
+TRUSTED_TARGETS = (
+    "avatar.cli.sweep.SweepSummary",
+    "hydra_plugins.avatar_sweeper.sweeper.AvatarSweeper",
+)
 
 
 def _multirun_only(mode: Any, value: str) -> str | None:
     """`value` in a multirun, None in a single run: keeps .hydra/ for sweep jobs only."""
     return value if str(mode).endswith("MULTIRUN") else None
+
+
+def _process_id() -> str:
+    """This process's id, 7 digits wide (Linux's largest pid_max has 7): sweep dirs of
+    one second sort and line up alike whatever the id."""
+    return f"{os.getpid():07d}"
 
 
 def by_quality(quality: Any, table: Any) -> Any:
@@ -81,6 +90,9 @@ def register_config(auto: AutoProfile, *, explicit_profile: str | None = None) -
     register_resolver("version", lambda: __version__)
     register_resolver("multirun_only", _multirun_only)
     register_resolver("by_quality", by_quality)
+    # The default sweep dir's suffix: unique among sweeps running at once; cached, so a
+    # launcher's worker processes see the id of the process that started the sweep.
+    register_resolver("pid", _process_id, use_cache=True)
     _store_schemas()
     auto.forced()  # a bad AVATAR_PROFILE is an error wherever the profile is chosen
     if explicit_profile is None:

@@ -33,13 +33,43 @@ def override_values(overrides: Sequence[str], key: str) -> list[str] | None:
     return None
 
 
+def group_options(
+    overrides: Sequence[str], group: str, available: Sequence[str] | None = None
+) -> list[str] | None:
+    """The options the first `group=...` override chooses, a sweep's expanded as Hydra will:
+    `a,b`, `choice(a,b)`, `range(...)`, and `glob(rtx*)` matched against `available` (an
+    empty list when those are not known). None when no override sets `group`.
+
+    Hydra's parser reads the value, so a sweep function is never taken for a name.
+    """
+    for text in overrides:
+        name, sep, _ = text.lstrip("+").partition("=")
+        if not sep or name != group:
+            continue
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.core.override_parser.types import Glob
+        from hydra.errors import HydraException
+
+        try:
+            (override,) = OverridesParser.create().parse_overrides([text])
+            if isinstance(override.value(), Glob):
+                return list(override.value().filter(list(available or [])))
+            if override.is_sweep_override() and not override.is_interval_sweep():
+                return [str(option) for option in override.sweep_string_iterator()]
+            return [override.get_value_element_as_str()]
+        except (HydraException, ValueError, TypeError):
+            return override_values([text], group)  # Hydra reports the bad value itself
+    return None
+
+
 def explicit_profile(overrides: Sequence[str]) -> str | None:
     """The profile the overrides choose themselves (the first of a sweep), else None.
 
-    When they choose one, no detection is needed for composition.
+    When they choose one, no detection is needed for composition. A glob is matched
+    against the profiles only later, by Hydra: it leaves the choice to detection here.
     """
-    options = override_values(overrides, PROFILE_GROUP)
-    return None if options is None or AUTO in options or not options[0] else options[0]
+    options = group_options(overrides, PROFILE_GROUP)
+    return None if not options or AUTO in options or not options[0] else options[0]
 
 
 def gpu_index_override(overrides: Sequence[str]) -> int | None:

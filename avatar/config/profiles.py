@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from avatar.config.files import builtin_conf_dir, group_files
-from avatar.config.overrides import AUTO, PROFILE_GROUP
+from avatar.config.overrides import AUTO, PROFILE_GROUP, group_options
 from avatar.config.schema import Accelerator, ProfileConfig, check_ranges
 from avatar.config.user_file import read_yaml_file
 from avatar.errors import ConfigFileError, ConfigValueError, ProfileError
@@ -102,7 +102,7 @@ def read_profile(path: Path) -> ProfileSpec:
             "a CPU profile."
         )
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(ProfileConfig), loaded)
+        merged = OmegaConf.merge(_profile_schema(), loaded)
         missing = sorted(OmegaConf.missing_keys(merged))
         if missing:
             raise ConfigFileError(
@@ -149,6 +149,13 @@ def read_profile(path: Path) -> ProfileSpec:
             "(MiB) a GPU needs for this profile to be auto-picked, e.g. vram_min_mib: 8192."
         )
     return spec
+
+
+@functools.cache
+def _profile_schema() -> DictConfig:
+    """The typed ProfileConfig every profile file is merged into, built once per process
+    (`OmegaConf.merge` copies it, so it is never changed)."""
+    return OmegaConf.structured(ProfileConfig)
 
 
 def load_profiles(conf_dirs: Iterable[Path]) -> list[ProfileSpec]:
@@ -299,19 +306,25 @@ def _dir_list(dirs: Sequence[Path]) -> str:
 
 
 def check_profile_overrides(overrides: Sequence[str], conf_dirs: Sequence[Path]) -> None:
-    """`profile=X` (or a sweep `profile=a,b`) must name profile files that exist.
+    """`profile=X` (or a sweep: `profile=a,b`, `choice(a,b)`, `glob(rtx*)`) must name profile
+    files that exist.
 
-    Checked before composition so the message matches AVATAR_PROFILE's; sweep
-    functions such as `glob(*)` are left to Hydra.
+    Checked before composition so the message matches AVATAR_PROFILE's; a sweep
+    function is expanded as Hydra will expand it (a glob against the profile names),
+    and a glob that matches no profile is an error here too.
     """
-    names: list[str] | None = None
     for override in overrides:
         key, sep, value = override.lstrip("+").partition("=")
-        if not sep or key != PROFILE_GROUP or any(c in value for c in "()[]{}$*'\""):
+        if not sep or key != PROFILE_GROUP or "$" in value:
             continue
-        if names is None:
-            names = sorted({*profile_files(conf_dirs), AUTO})
-        for option in (v.strip() for v in value.split(",")):
+        names = sorted({*profile_files(conf_dirs), AUTO})
+        options = group_options([override], PROFILE_GROUP, names) or []
+        if not options and value.strip().startswith("glob("):
+            raise ProfileError(
+                f"profile={value} matches no profile. Allowed: {', '.join(names)} (files "
+                f"in the profile/ folder of {_dir_list(conf_dirs)})."
+            )
+        for option in options:
             if option not in names:
                 raise ProfileError(
                     f"profile={option!r} is not a profile. Allowed: {', '.join(names)} (files "

@@ -8,7 +8,6 @@ checks those ranges, the interpolations and the keys a `+key=` override added.
 
 from __future__ import annotations
 
-import difflib
 import math
 import sys
 from collections.abc import Iterator
@@ -408,6 +407,8 @@ def check_known_keys(node: DictConfig, prefix: str = "") -> None:
         name = str(key)
         full = f"{prefix}{name}"
         if known is not None and name not in known:
+            import difflib  # only for the error: keeps it off every valid run's imports
+
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
             close = close or [k for k in known if k.lower() == name.lower()]
             hint = (

@@ -9,9 +9,12 @@ caller repeats try/except around pynvml.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import math
 import operator
+import os
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -105,7 +108,23 @@ def _where_pynvml_lives(module: ModuleType | None = None) -> str:
     return str(where) if where else "an unknown place"
 
 
+# The driver library pynvml loads on Linux (its `_LoadNvmlLibrary`), and pynvml's own text
+# and return code for the error it raises when that fails (NVML_ERROR_LIBRARY_NOT_FOUND).
+_LINUX_LIBRARY = "libnvidia-ml.so.1"
+LIBRARY_NOT_FOUND = "NVML Shared Library Not Found"
+NVML_ERROR_LIBRARY_NOT_FOUND = 12
+# A file the nvidia-ml-py distribution installs beside `pynvml.py`: tells its pynvml from another
+# module of that name (the tests' fake, or a stray file, which must be imported and checked).
+_DIST_INFO_PREFIX = "nvidia_ml_py-"
+
+
 def _import_pynvml() -> ModuleType:
+    if _driver_library_missing():
+        raise NvmlError(
+            f"nvmlInit: {LIBRARY_NOT_FOUND}",
+            library_missing=True,
+            code=NVML_ERROR_LIBRARY_NOT_FOUND,
+        )
     try:
         import pynvml
     except ImportError as exc:  # the dependency is declared, but a broken env can lack it
@@ -117,6 +136,49 @@ def _import_pynvml() -> ModuleType:
             f"importing pynvml from {_where_pynvml_lives()} failed ({_describe(exc)})"
         ) from exc
     return pynvml
+
+
+def _driver_library_missing() -> bool:
+    """Whether nvidia-ml-py's pynvml, once imported, could only say "no driver library".
+
+    Importing pynvml (a 5000-line module that also imports ctypes.util and subprocess) is
+    about 40 ms of CPU on a 2-core machine, a twentieth of a status run, and on a machine
+    without an NVIDIA driver it can only report that the library is missing. On Linux
+    pynvml loads `libnvidia-ml.so.1` and nothing else; asking the dynamic loader for it
+    first gives the same answer, with the same text, without the import. Any other
+    pynvml (already imported, or a module of that name that is not nvidia-ml-py's) is
+    imported and asked as before.
+    """
+    if "pynvml" in sys.modules or not sys.platform.startswith("linux"):
+        return False
+    try:
+        spec = importlib.util.find_spec("pynvml")
+    except Exception:  # a broken pynvml: the import below reports it
+        return False
+    if spec is None or spec.origin is None:
+        return False  # the import reports the missing bindings
+    return _is_nvidia_ml_py(os.path.dirname(spec.origin)) and not _library_loads(_LINUX_LIBRARY)
+
+
+def _is_nvidia_ml_py(folder: str) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return any(e.name.startswith(_DIST_INFO_PREFIX) for e in entries)
+    except OSError:
+        return False
+
+
+@functools.cache
+def _library_loads(name: str) -> bool:
+    """Whether the dynamic loader finds and loads `name`; asked once per process (a driver
+    is not installed while a process runs)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(name)
+    except OSError:
+        return False
+    return True
 
 
 def _check_bindings(module: ModuleType) -> None:

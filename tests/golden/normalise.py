@@ -10,6 +10,8 @@ from pathlib import Path
 PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Hydra's log lines: [2026-12-01 20:23:10,929][HYDRA] ...
     (re.compile(r"\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}\]"), "[<DATE TIME>]"),
+    # avatar's default sweep dir: multirun/2026-12-01/20-31-05-0028711 (time, process id)
+    (re.compile(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}-\d{7}"), "<DATE>/<TIME>-<PID>"),
     # Hydra's default sweep dir: multirun/2026-12-01/20-31-05
     (re.compile(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}"), "<DATE>/<TIME>"),
     # this machine's RAM, in the status view and in status.json

@@ -155,9 +155,11 @@ def _env(cluster: Cluster) -> dict[str, str]:
     return env
 
 
-def _start(cluster: Cluster, cwd: Path, args: Sequence[str]) -> subprocess.Popen[str]:
+def _start(
+    cluster: Cluster, cwd: Path, args: Sequence[str], module: str = "avatar"
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "avatar", "-m", "hydra/launcher=slurm", *args],
+        [sys.executable, "-m", module, "-m", "hydra/launcher=slurm", *args],
         cwd=cwd,
         env=_env(cluster),
         stdout=subprocess.PIPE,
@@ -177,8 +179,8 @@ def _finish(proc: subprocess.Popen[str], cwd: Path) -> Sweep:
     return Sweep(proc.returncode, out, err, found[0] if found else None)
 
 
-def sweep(cluster: Cluster, cwd: Path, *args: str) -> Sweep:
-    return _finish(_start(cluster, cwd, args), cwd)
+def sweep(cluster: Cluster, cwd: Path, *args: str, module: str = "avatar") -> Sweep:
+    return _finish(_start(cluster, cwd, args, module), cwd)
 
 
 def wait_for_running(cluster: Cluster, count: int, deadline_s: float = 60) -> list[str]:
@@ -244,6 +246,46 @@ def test_a_cpu_profile_job_asks_slurm_for_no_gpu_while_a_gpu_job_gets_one(
     cpu_tres = no_jobs_left.alloc_tres(cpu_job)
     assert "cpu=2" in cpu_tres and "gres/gpu" not in cpu_tres
     assert "gres/gpu=1" in no_jobs_left.alloc_tres(gpu_job)
+
+
+def test_a_speak_sweep_leaves_one_audio_file_per_slurm_job_with_its_record(
+    no_jobs_left: Cluster, tmp_path: Path
+) -> None:
+    pytest.importorskip("hibari", reason="the light CPU voice needs the voice extra")
+    import numpy as np
+    import soundfile
+
+    result = sweep(
+        no_jobs_left,
+        tmp_path,
+        "profile=cpu",  # the light CPU voice (hibari): no download, no GPU
+        "text=Hello from the cluster.",
+        "voice.speed=0.9,1.1",
+        module="avatar.speak",
+    )
+
+    assert result.returncode == 0, result.output
+    assert "Traceback" not in result.output
+    assert "Sweep summary: 2 jobs, 2 ok, 0 failed" in result.stdout
+    rows = result.rows()
+    assert sorted(rows) == [0, 1]
+    job_ids = {row["slurm"]["job_id"] for row in rows.values()}
+    assert len(job_ids) == 2 and all(job_id in result.stdout for job_id in job_ids)
+    durations_s = {}
+    for num, speed in ((0, 0.9), (1, 1.1)):
+        row = rows[num]
+        assert row["ok"] is True and row["slurm"]["state"] == "COMPLETED", row
+        job_dir = Path(row["dir"])
+        status = json.loads((job_dir / STATUS_FILE).read_text("utf-8"))
+        speech = status["speech"]
+        assert speech["voice"]["name"] == "hibari" and speech["voice"]["speed"] == speed
+        wav = Path(speech["path"])
+        assert wav.parent == job_dir and wav.suffix == ".wav"  # in its own job dir
+        audio, rate_hz = soundfile.read(wav, dtype="float32")
+        assert rate_hz == 24000 == speech["sample_rate_hz"]
+        assert float(np.sqrt(np.mean(audio**2))) > 0.01  # speech, not silence
+        durations_s[speed] = len(audio) / rate_hz
+    assert durations_s[0.9] > durations_s[1.1]  # each job spoke at its own speed
 
 
 # ---------------------------------------------------------------- faults
