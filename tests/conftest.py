@@ -12,7 +12,6 @@ test runs with:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import sys
 from collections.abc import Callable, Iterator
@@ -20,9 +19,7 @@ from typing import Any
 
 import pytest
 from fakes import FakeCuda, FakeGPU, FakeNvmlModule, fake_pynvml, fake_torch
-from hydra.core.plugins import Plugins
-from hydra.core.singleton import Singleton
-from omegaconf.basecontainer import BaseContainer
+from hydra_state import hydra_state_restored
 
 HOST_ENV_VARS = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "AVATAR_PROFILE", "HYDRA_FULL_ERROR")
 
@@ -56,27 +53,6 @@ def isolate_from_host(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
         # set, then delete: monkeypatch then also removes a value the test itself sets
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
-
-
-@contextlib.contextmanager
-def hydra_state_restored() -> Iterator[None]:
-    """Restore Hydra's singletons (ConfigStore, GlobalHydra) and OmegaConf's resolvers.
-
-    Like hydra's own `hydra_restore_singletons` fixture, but keeps the discovered
-    plugins instead of scanning for them again after every test.
-    """
-    # Discover plugins before the snapshot: discovery also fills ConfigStore (hydra/sweeper/
-    # basic, ...) and SourcesRegistry (pkg://, file://), which a restore must not drop.
-    Plugins.instance()
-    state = Singleton.get_state()  # deep copies already
-    try:
-        yield
-    finally:
-        plugins = Singleton._instances.get(Plugins)
-        Singleton._instances = state["instances"]
-        if plugins is not None:
-            Singleton._instances[Plugins] = plugins
-        BaseContainer._resolvers = state["omegaconf_resolvers"]
 
 
 @pytest.fixture(autouse=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from conftest import hydra_state_restored
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.plugins import Plugins
+from hydra_state import hydra_state_restored
 from omegaconf import OmegaConf
 
 from avatar.config.compose import load_config

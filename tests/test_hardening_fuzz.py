@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import hydra_state_restored
 from fakes import FakeGPU, fake_pynvml
+from hydra_state import hydra_state_restored
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cli_helpers import CPU_MODE_WARNING, HYDRA_TRAILER, CliResult
-from conftest import ClipMaker
 from fakes import fake_nvml_env
 
 pytest.importorskip("TTS")
@@ -20,6 +20,8 @@ pytest.importorskip("TTS")
 from tiny_xtts import session_tiny_xtts
 
 from avatar.stages.voice.store import VoiceStore
+
+ClipMaker = Callable[..., Path]  # the make_clip fixture (tests/voice/conftest.py)
 
 pytestmark = pytest.mark.slow
 SPEAK_TIMEOUT_S = 300

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ClipMaker
 from fakes import FakeGPU, FakeNvmlModule
 
 torch = pytest.importorskip("torch")
@@ -35,6 +34,8 @@ from avatar.stages.voice.checkpoint import (  # noqa: E402
 from avatar.stages.voice.store import VoiceStore  # noqa: E402
 from avatar.stages.voice.synthesizer import SpeakInputError, Synthesizer  # noqa: E402
 from avatar.vram import InsufficientVRAMError  # noqa: E402
+
+ClipMaker = Callable[..., Path]  # the make_clip fixture (tests/voice/conftest.py)
 
 
 @pytest.fixture(scope="session")

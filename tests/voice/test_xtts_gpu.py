@@ -7,10 +7,10 @@ agree with what NVML reports for this process, not only with torch's own counter
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ClipMaker
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("TTS")
@@ -21,6 +21,8 @@ from avatar.config import load_config  # noqa: E402
 from avatar.stages.voice.store import VoiceStore  # noqa: E402
 from avatar.stages.voice.synthesizer import Synthesizer  # noqa: E402
 from avatar.vram.stage import RETURN_TOLERANCE_MIB  # noqa: E402
+
+ClipMaker = Callable[..., Path]  # the make_clip fixture (tests/voice/conftest.py)
 
 MIB = 1024 * 1024
 
