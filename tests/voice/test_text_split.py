@@ -205,3 +205,8 @@ def test_text_without_punctuation_is_cut_only_between_words(
     # greedy: no two neighbouring pieces would have fitted together
     for left, right in itertools.pairwise(pieces):
         assert len(left) + 1 + len(right) > max_chars
+
+
+def test_a_full_stop_with_only_spaces_before_it_is_kept() -> None:
+    """Found by the property test: ' . ' once raised IndexError."""
+    assert split_text(" . ", "en", max_chars=1) == ["."]

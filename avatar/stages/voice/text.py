@@ -98,7 +98,8 @@ def _ends_sentence(paragraph: str, match: re.Match[str], abbreviations: frozense
     mark = match.group().rstrip(_CLOSERS)
     if mark != ".":  # "!", "?", "…", "..." and the like always end one
         return True
-    word = paragraph[: match.start()].rsplit(None, 1)[-1] if paragraph[: match.start()] else ""
+    before = paragraph[: match.start()].rsplit(None, 1)  # [] when only spaces precede it
+    word = before[-1] if before else ""
     word = word.lstrip("\"'“‘([{«")  # noqa: RUF001
     if len(word) == 1 and word.isupper():
         return False
