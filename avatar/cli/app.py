@@ -215,14 +215,32 @@ def main() -> None:
     if "--version" in argv or "-V" in argv:
         print(f"avatar {__version__}")
         return
+    run_app(argv, hydra_app)
+
+
+def run_app(
+    argv: list[str],
+    make_app: Callable[[AutoProfile, Path | None], Callable[[], None]],
+    *,
+    after_prepare: Callable[[], None] | None = None,
+) -> None:
+    """Run one of avatar's Hydra apps (status, speak) with the same error handling.
+
+    `make_app(auto, config_dir)` builds the `@hydra.main` function from what `prepare()`
+    chose; `after_prepare` stores what only that app needs (speak's schema). Bad input is
+    one paragraph and exit status 1, Ctrl-C exit 130 with the sweep's summary, anything
+    unexpected an internal error with exit status 2.
+    """
     summary = None
     interrupted = False
     with _nvml_held():
         try:
             auto, config_dir = prepare(argv)
+            if after_prepare is not None:
+                after_prepare()
             with hydra_raises():
                 try:
-                    hydra_app(auto, config_dir)()
+                    make_app(auto, config_dir)()
                 except KeyboardInterrupt:
                     interrupted = True
                 finally:

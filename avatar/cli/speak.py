@@ -29,9 +29,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from avatar.cli.app import _fail, _nvml_held, prepare
+from avatar.cli.app import _fail, run_app
 from avatar.cli.report import jsonable
-from avatar.cli.sweep import finish_sweep, job_conf_dirs, write_job_status
+from avatar.cli.sweep import job_conf_dirs, write_job_status
 from avatar.config.compat import hydra_main_options, store_config
 from avatar.config.compose import TRUSTED_TARGETS
 from avatar.config.files import builtin_conf_dir
@@ -263,17 +263,10 @@ def speak_app(
 
 
 def main() -> None:
-    """Entry point of `python -m avatar.speak`."""
-    with _nvml_held():
-        try:
-            auto, config_dir = prepare(sys.argv[1:])
-            store_config(name=SPEAK_SCHEMA, node=speak_schema())
-        except AvatarUserError as exc:
-            _fail(exc)
-        try:
-            speak_app(auto, config_dir)()
-        finally:
-            summary = finish_sweep()  # a multirun's summary, even when Hydra stopped early
-    if summary is not None and summary.failed:
-        print(f"Error: {summary.failure_message()}", file=sys.stderr)
-        sys.exit(1)
+    """Entry point of `python -m avatar.speak`: the status app's handling of bad input,
+    Ctrl-C and internal errors (`run_app`), with speak's own keys stored first."""
+    run_app(
+        sys.argv[1:],
+        speak_app,
+        after_prepare=lambda: store_config(name=SPEAK_SCHEMA, node=speak_schema()),
+    )

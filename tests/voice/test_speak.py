@@ -34,6 +34,7 @@ def run_speak(*args: str, cwd: Path, voices: Path) -> CliResult:
         None,
         AVATAR_VOICES_DIR=str(voices),
         XDG_CACHE_HOME=str(voices.parent / "cache"),
+        TTS_HOME=str(voices.parent / "tts"),  # coqui-tts's model folder: empty, never the user's
         OMP_NUM_THREADS="1",
     )
     proc = subprocess.run(
@@ -96,6 +97,7 @@ def _bad_inputs(checkpoint: Path, incomplete: Path) -> list[tuple[list[str], str
             ["voice=xtts_v2", f"voice.checkpoint_dir={incomplete}", "speaker=alice", "text=Hi."],
             "no vocab.json",
         ),
+        (["voice=xtts_v2", "speaker=alice", "text=Hi."], "COQUI_TOS_AGREED=1"),  # no weights
         ([*xtts, "speaker=alice", "text=Hi.", "out=nowhere/x.wav"], "does not exist"),
         ([*xtts, "speaker=alice", "text=Hi.", "out=taken.wav"], "overwrite=true"),
         (["profile=cpu", "speaker=alice", "text=Hi."], "voice=xtts_v2"),

@@ -375,3 +375,16 @@ def test_an_error_inside_the_block_is_recorded_by_the_stage(
         synth.speak("   ", speaker="alice")
 
     assert synth.record is not None and "SpeakInputError" in (synth.record.error or "")
+
+
+def test_coquis_model_folder_is_where_its_own_manager_downloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by hand: the helper once imported a function coqui-tts 0.28 no longer has."""
+    from avatar.stages.voice.checkpoint import coqui_model_dir
+
+    monkeypatch.setenv("TTS_HOME", str(tmp_path))
+
+    assert (
+        coqui_model_dir() == tmp_path / "tts" / "tts_models--multilingual--multi-dataset--xtts_v2"
+    )

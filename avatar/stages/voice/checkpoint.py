@@ -71,10 +71,15 @@ def check_checkpoint_dir(path: Path) -> Path:
 
 
 def coqui_model_dir() -> Path:
-    """Where coqui-tts's model manager keeps the downloaded XTTS-v2 (its own naming)."""
-    from TTS.utils.generic_utils import get_user_data_dir
+    """Where coqui-tts's model manager keeps the downloaded XTTS-v2 (its own naming).
 
-    return Path(get_user_data_dir("tts")) / COQUI_MODEL_NAME.replace("/", "--")
+    Asked of the manager itself (its `output_prefix`: TTS_HOME, XDG_DATA_HOME or the
+    platform's data dir), so avatar looks where a download puts it.
+    """
+    from TTS.utils.manage import ModelManager
+
+    prefix = ModelManager(progress_bar=False).output_prefix
+    return Path(prefix) / COQUI_MODEL_NAME.replace("/", "--")
 
 
 def _download_with_coqui() -> Path:
