@@ -64,17 +64,20 @@ def run_avatar(
     gpus: Sequence[FakeGPU] | None = None,
     env: Mapping[str, str] | None = None,
     real_nvml: bool = False,
+    module: str = "avatar",
+    timeout_s: float = CLI_TIMEOUT_S,
 ) -> CliResult:
-    """`python -m avatar ARGS` in `cwd`; `env` adds variables (e.g. AVATAR_PROFILE)."""
+    """`python -m MODULE ARGS` (avatar's status by default, or avatar.speak) in `cwd`;
+    `env` adds variables (e.g. AVATAR_PROFILE)."""
     extra = dict(env or {})
     full_env = real_nvml_env(**extra) if real_nvml else fake_nvml_env(gpus, **extra)
     proc = subprocess.run(
-        [sys.executable, "-m", "avatar", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,
         text=True,
-        timeout=CLI_TIMEOUT_S,
+        timeout=timeout_s,
         check=False,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)

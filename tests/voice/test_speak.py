@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cli_helpers import CPU_MODE_WARNING, HYDRA_TRAILER, CliResult
+from cli_helpers import CPU_MODE_WARNING, HYDRA_TRAILER, CliResult, run_avatar
 from fakes import fake_nvml_env
 
 pytest.importorskip("TTS")
@@ -30,23 +30,13 @@ SPEAK_TIMEOUT_S = 300
 def run_speak(*args: str, cwd: Path, voices: Path) -> CliResult:
     """`python -m avatar.speak ARGS` in `cwd`, its store `voices`, and its caches (the
     checkpoint identities) beside the store, never in the user's home."""
-    env = fake_nvml_env(
-        None,
-        AVATAR_VOICES_DIR=str(voices),
-        XDG_CACHE_HOME=str(voices.parent / "cache"),
-        TTS_HOME=str(voices.parent / "tts"),  # coqui-tts's model folder: empty, never the user's
-        OMP_NUM_THREADS="1",
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "avatar.speak", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=SPEAK_TIMEOUT_S,
-        check=False,
-    )
-    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+    env = {
+        "AVATAR_VOICES_DIR": str(voices),
+        "XDG_CACHE_HOME": str(voices.parent / "cache"),
+        "TTS_HOME": str(voices.parent / "tts"),  # coqui-tts's model folder: empty, never the user's
+        "OMP_NUM_THREADS": "1",
+    }
+    return run_avatar(*args, cwd=cwd, env=env, module="avatar.speak", timeout_s=SPEAK_TIMEOUT_S)
 
 
 def error_lines(result: CliResult) -> list[str]:
