@@ -229,6 +229,42 @@ def test_any_profile_file_gives_a_status_or_one_paragraph(
         assert_status_or_one_paragraph(run_in_process(args, tmp_path, gpus), args)
 
 
+STAGE_TEXT = (builtin_conf_dir() / "lipsync" / "musetalk.yaml").read_text(encoding="utf-8")
+STAGE_DEFAULTS = st.sampled_from(
+    ["mine", "/lipsync/mine", "other", {"sub": "mine"}, {"/lipsync": "other"}, "/config", "nope"]
+)
+
+
+@settings(FUZZ, max_examples=25)
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(["batch_size", "fps", "bbox_shift", "vram_mib", "vram_growth", "extra"]),
+        YAML_VALUES,
+        max_size=3,
+    ),
+    includes=st.lists(STAGE_DEFAULTS, max_size=2),
+    other_includes=st.lists(STAGE_DEFAULTS, max_size=2),
+)
+def test_any_user_stage_option_gives_a_status_or_one_paragraph(
+    tmp_path: Path,
+    changes: dict[str, object],
+    includes: list[object],
+    other_includes: list[object],
+) -> None:
+    """A user's own stage option (myconf/lipsync/mine.yaml), with any values and defaults
+    lists that may include the file again, directly or through another option."""
+    option = {**yaml.safe_load(STAGE_TEXT), "name": "mine", **changes}
+    option["defaults"] = [*option["defaults"][:1], *includes, "_self_"]
+    folder = tmp_path / "myconf" / "lipsync"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mine.yaml").write_text(yaml.safe_dump(option), encoding="utf-8")
+    other = {"defaults": [*other_includes, "_self_"], "fps": 25}
+    (folder / "other.yaml").write_text(yaml.safe_dump(other), encoding="utf-8")
+    argv = ["--config-dir", "myconf", "lipsync=mine"]
+
+    assert_status_or_one_paragraph(run_in_process(argv, tmp_path), argv)
+
+
 # ------------------------------------------------------------------ kept examples
 
 

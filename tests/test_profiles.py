@@ -214,19 +214,19 @@ def test_yaml_files_read_the_same_with_or_without_libyaml(
 ) -> None:
     """Profile and config files are parsed by libyaml for speed; what comes out, or the
     error a user reads, is what the pure-Python loader gives."""
-    from avatar.config import user_file
+    from avatar.config import yaml_files
 
     path = tmp_path / "p.yaml"
     path.write_text(text, encoding="utf-8")
 
     def read() -> object:
         try:
-            return user_file.read_yaml_file(path, what="Profile file")
+            return yaml_files.read_yaml_file(path, what="Profile file")
         except ConfigFileError as exc:
             return f"error: {exc}"
 
     fast = read()
-    monkeypatch.setattr(user_file, "_fast_loader", lambda: None)
+    monkeypatch.setattr(yaml_files, "_fast_loader", lambda: None)
     assert fast == read()
 
 

@@ -44,6 +44,7 @@ from avatar.config.files import PRIMARY_CONFIG, builtin_conf_dir
 from avatar.config.origin import validate_where_set
 from avatar.config.overrides import check_override_syntax, explicit_profile, gpu_index_override
 from avatar.config.profiles import AutoProfile, announce_shadowed, check_profile_overrides
+from avatar.config.user_dir import failures_explained
 from avatar.config.user_file import check_user_config, check_user_dir, user_config_path
 from avatar.errors import AvatarUserError, ConfigFileError, ProfileError
 from avatar.hardware.nvml import Nvml, NvmlError
@@ -238,7 +239,7 @@ def run_app(
             auto, config_dir = prepare(argv)
             if after_prepare is not None:
                 after_prepare()
-            with hydra_raises():
+            with hydra_raises(), failures_explained(auto.conf_dirs):
                 try:
                     make_app(auto, config_dir)()
                 except KeyboardInterrupt:

@@ -48,6 +48,7 @@ from avatar.cli.status_view import StatusReport
 from avatar.config.files import builtin_conf_dir
 from avatar.config.overrides import AUTO, PROFILE_GROUP, group_options, override_values
 from avatar.config.profiles import PROFILE_ENV, AutoProfile, ProfileChoice
+from avatar.config.user_dir import failures_explained
 from avatar.errors import AvatarUserError
 
 log = logging.getLogger("avatar.sweep")
@@ -298,7 +299,8 @@ def _composition_error(context: Any, config: DictConfig, job: Sequence[str]) -> 
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        context.config_loader.load_sweep_config(config, list(job))
+        with failures_explained(job_conf_dirs(config.hydra)):
+            context.config_loader.load_sweep_config(config, list(job))
     except AvatarUserError as exc:
         return str(exc)
     except (HydraException, OmegaConfBaseException) as exc:

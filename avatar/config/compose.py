@@ -35,6 +35,7 @@ from avatar.config.overrides import (
 )
 from avatar.config.profiles import AutoProfile, announce_shadowed, check_profile_overrides
 from avatar.config.schema import SCHEMA_NAME, STAGE_SCHEMAS, AvatarConfig
+from avatar.config.user_dir import failures_explained
 from avatar.config.user_file import check_user_config, check_user_dir
 from avatar.version import __version__
 
@@ -141,7 +142,10 @@ def load_config(
     register_config(auto, explicit_profile=explicit_profile(overrides))
     config_name = user.config_name if user else PRIMARY_CONFIG
     try:
-        with isolated_hydra(builtin_conf_dir(), user.config_dir if user else None):
+        with (
+            failures_explained(conf_dirs),
+            isolated_hydra(builtin_conf_dir(), user.config_dir if user else None),
+        ):
             cfg = compose(config_name, overrides)
     finally:
         if app_auto is not None:

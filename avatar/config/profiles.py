@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from avatar.config.files import builtin_conf_dir, group_files
 from avatar.config.overrides import AUTO, PROFILE_GROUP, group_options
 from avatar.config.schema import Accelerator, ProfileConfig, check_ranges
-from avatar.config.user_file import read_yaml_file
+from avatar.config.yaml_files import read_yaml_file
 from avatar.errors import ConfigFileError, ConfigValueError, ProfileError
 from avatar.hardware.detect import detect_gpu
 from avatar.hardware.types import GPUDetection

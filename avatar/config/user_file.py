@@ -6,17 +6,16 @@ line, for YAML errors) and say how to fix it.
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from avatar.config.files import PRIMARY_CONFIG, builtin_conf_dir
 from avatar.config.overrides import PROFILE_GROUP
 from avatar.config.schema import huge_number_message, too_large_number
+from avatar.config.user_dir import find_defaults_cycle
+from avatar.config.yaml_files import read_yaml_file
 from avatar.errors import ConfigFileError
 
 log = logging.getLogger("avatar.config")
@@ -35,91 +34,6 @@ class UserConfig:
     @property
     def config_name(self) -> str:
         return self.path.stem
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (as OmegaConf and
-    Hydra do), so that the check before Hydra reports it with the file and line."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        first_line: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            try:
-                if key in first_line:
-                    raise yaml.constructor.ConstructorError(
-                        None,
-                        None,
-                        f"the key {key!r} is given twice (first at line {first_line[key] + 1})",
-                        key_node.start_mark,
-                    )
-                first_line[key] = key_node.start_mark.line
-            except TypeError:
-                pass  # an unhashable key: the base class says so
-        return super().construct_mapping(node, deep=deep)
-
-
-@functools.cache
-def _fast_loader() -> type | None:
-    """`_UniqueKeyLoader` on libyaml's parser (None where PyYAML was built without it).
-
-    PyYAML's pure-Python parser is most of reading a profile file, and status reads every
-    profile on each run (32 ms -> 9 ms of CPU for the four built-in ones on 2 cores). The
-    constructor and resolver stay PyYAML's and the duplicate-key check this module's, so
-    a mapping comes out the same; anything else (an error, an empty file, a list) is read
-    again by the pure-Python loader, so every message stays as it was.
-    """
-    try:
-        from yaml.cyaml import CParser
-    except ImportError:
-        return None
-
-    class FastUniqueKeyLoader(CParser, _UniqueKeyLoader):  # type: ignore[misc]
-        def __init__(self, stream: Any) -> None:
-            CParser.__init__(self, stream)
-            yaml.constructor.SafeConstructor.__init__(self)
-            yaml.resolver.Resolver.__init__(self)
-
-    return FastUniqueKeyLoader
-
-
-def read_yaml_file(path: Path, *, what: str) -> Any:
-    """A user's YAML file as plain data; unreadable, not UTF-8, invalid YAML or a key
-    given twice are one-paragraph errors naming `what` and `path` (and the line)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise ConfigFileError(
-            f"{what} {path} is not UTF-8 text: byte {exc.object[exc.start]:#04x} at line "
-            f"{line}. Save the file as UTF-8; nothing was run."
-        ) from exc
-    except OSError as exc:
-        raise ConfigFileError(
-            f"{what} {path} could not be read: {exc.strerror or exc}. Nothing was run."
-        ) from exc
-    fast = _fast_loader()
-    if fast is not None:
-        try:
-            data = yaml.load(text, Loader=fast)  # a SafeLoader on libyaml's parser
-        except Exception:  # the pure-Python loader below reports it as it always has
-            data = None
-        if isinstance(data, dict):
-            return data
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = " ".join(str(exc.problem or exc).split())
-        raise ConfigFileError(
-            f"{what} {path} is not valid YAML{where}: {problem}. Fix the file; nothing was run."
-        ) from exc
-    except (yaml.YAMLError, RecursionError) as exc:
-        raise ConfigFileError(
-            f"{what} {path} is not valid YAML: {' '.join(str(exc).split())[:200]}. Fix the "
-            "file; nothing was run."
-        ) from exc
 
 
 def check_user_config(path: Path) -> UserConfig | None:
@@ -167,28 +81,11 @@ def check_user_config(path: Path) -> UserConfig | None:
             f"defaults:\n  - {PRIMARY_CONFIG}\n  - _self_"
         )
     _check_profile_selection(path, data, defaults)
-    _check_no_cycle(path, [path.resolve()])
+    # Hydra would recurse until Python gives up on a file that includes itself.
+    cycle = find_defaults_cycle([path.stem], [path.parent])
+    if cycle is not None:
+        raise cycle
     return UserConfig(path)
-
-
-def _check_no_cycle(path: Path, chain: list[Path]) -> None:
-    """A user file's defaults must not include the file itself, directly or through other
-    files of the same folder: Hydra would recurse until Python gives up."""
-    data = read_yaml_file(path, what="Config file")
-    defaults = data.get("defaults") if isinstance(data, dict) else None
-    for entry in defaults if isinstance(defaults, list) else []:
-        if not isinstance(entry, str) or entry == "_self_" or _names_primary(entry):
-            continue
-        included = (chain[0].parent / entry.lstrip("/")).with_suffix(".yaml").resolve()
-        if included in chain:
-            loop = " -> ".join(p.name for p in [*chain, included])
-            raise ConfigFileError(
-                f"Config file {path} lists {entry!r} in its defaults, which includes "
-                f"{included} again ({loop}): a defaults list must not include itself. "
-                f"Remove {entry!r} from the defaults of {path}."
-            )
-        if included.is_file():
-            _check_no_cycle(included, [*chain, included])
 
 
 def check_user_dir(config_dir: Path, flag: str = "--config-dir") -> None:
