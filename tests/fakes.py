@@ -33,6 +33,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 FAKE_PYNVML_DIR = TESTS_DIR / "fake_pynvml"  # first on PYTHONPATH: `import pynvml` finds the fake
 GPUS_ENV = "AVATAR_FAKE_GPUS"
 FAIL_ENV = "AVATAR_FAKE_NVML_FAIL"
+HOLD_ENV = "AVATAR_FAKE_NVML_HOLD"  # a folder: later sweep jobs wait in nvmlInit (fake_pynvml)
 RAISE_ENV = "AVATAR_FAKE_NVML_RAISE"  # a builtin exception's name: what the failing call raises
 
 _uuid_counter = itertools.count()
@@ -359,7 +360,7 @@ def fake_nvml_env(
         "AVATAR_PROFILE",
         "HYDRA_FULL_ERROR",
     )
-    for name in (*host_settings, GPUS_ENV, FAIL_ENV, RAISE_ENV):
+    for name in (*host_settings, GPUS_ENV, FAIL_ENV, RAISE_ENV, HOLD_ENV):
         env.pop(name, None)
     path = [str(FAKE_PYNVML_DIR), str(TESTS_DIR.parent)]
     if env.get("PYTHONPATH"):

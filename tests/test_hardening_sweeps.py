@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from cli_helpers import CLI_TIMEOUT_S, CliResult, run_avatar, tree_snapshot
-from fakes import fake_nvml_env
+from fakes import HOLD_ENV, fake_nvml_env
 
 from avatar.cli.report import STATUS_FILE, SUMMARY_JSON_FILE, collect_jobs
 from avatar.cli.sweep import check_launcher
@@ -132,7 +132,7 @@ def test_two_sweeps_started_at_once_into_the_same_given_dir_never_mix_their_jobs
 def test_ctrl_c_during_a_sweep_ends_with_an_interrupted_summary_and_exit_status_130(
     tmp_path: Path,
 ) -> None:
-    planned = 300
+    planned = 40  # sequential jobs of ~0.3 s each: the signal comes long before the last
     proc = start_avatar(
         "-m", f"steps=range(1,{planned + 1})", "profile=cpu", "hydra.sweep.dir=sweep", cwd=tmp_path
     )
@@ -153,6 +153,76 @@ def test_ctrl_c_during_a_sweep_ends_with_an_interrupted_summary_and_exit_status_
     # No job's note points to a log file that is not there.
     for job in summary["jobs"]:
         assert "see its log" not in (job["error"] or ""), job
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_ctrl_c_in_a_terminal_stops_a_sweep_of_worker_processes_without_a_traceback(
+    tmp_path: Path, launcher: str
+) -> None:
+    """As a terminal sends it: SIGINT to the whole process group, so joblib's workers and
+    submitit's controllers get it too. One job is done, the others are held in the fake
+    driver's nvmlInit until the signal, so the counts are known."""
+    check_launcher([f"hydra/launcher={launcher}"])  # the plugin is installed (test extra)
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    planned = 4
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "avatar", "-m", f"steps=range(1,{planned + 1})", "profile=cpu",
+         f"hydra/launcher={launcher}", "hydra.sweep.dir=sweep"],
+        cwd=tmp_path, env=fake_nvml_env([], **{HOLD_ENV: str(hold)}),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + CLI_TIMEOUT_S
+    # The job let through is done (whichever started first), a second is held.
+    while (
+        not list((tmp_path / "sweep").glob(f"*/{STATUS_FILE}")) or len(list(hold.glob("job-*"))) < 2
+    ):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=CLI_TIMEOUT_S)
+
+    assert proc.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    summary = summary_json(tmp_path / "sweep")
+    assert summary["interrupted"] is True and summary["planned"] == planned
+    assert summary["done"] == 1, summary
+    assert f"INTERRUPTED (Ctrl-C): 1 of {planned} planned jobs done" in stdout
+    assert stderr.strip().endswith(
+        f"1 of {planned} planned sweep jobs were done; their "
+        f"results are kept in {tmp_path / 'sweep'}."
+    ), stderr
+
+
+def test_a_second_ctrl_c_while_the_summary_is_written_does_not_cut_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Users press Ctrl-C again when the first seems slow: the summary is still written
+    whole, and Ctrl-C works as before afterwards. (A recording handler stands in for
+    Python's, which would raise KeyboardInterrupt into the test run.)"""
+    from avatar.cli import sweep
+
+    events: list[str] = []
+
+    def write_summary(*args: object, **kwargs: object) -> str:
+        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while writing
+        time.sleep(0.1)  # a handler left in place runs here
+        events.append("written")
+        return "summary"
+
+    monkeypatch.setattr(sweep, "write_summary", write_summary)
+    monkeypatch.setattr(sweep._progress, "sweep_dir", tmp_path)
+    monkeypatch.setattr(sweep._progress, "ended", False)
+    previous = signal.signal(signal.SIGINT, lambda *_: events.append("Ctrl-C"))
+    try:
+        assert sweep.finish_sweep(interrupted=True) == "summary"
+        assert events == ["written"]
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+        assert events == ["written", "Ctrl-C"]  # the handler is back
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_job_without_status_names_its_log_only_when_the_log_exists(tmp_path: Path) -> None:

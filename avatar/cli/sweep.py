@@ -20,12 +20,15 @@ The documents themselves (status.json's shape, the table) are in `cli.report`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -284,13 +287,66 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list[Sequence[JobReturn]]:
                 segment.append(list(job))
             else:
                 if segment:
-                    returns.append(launcher.launch(segment, initial_job_idx=start))
+                    returns.append(_launch(launcher, segment, start, sweep_dir))
                 _write_uncomposed_job(sweep_dir, num, job, error)
                 segment, start = [], num + 1
             num += 1
         if segment:
-            returns.append(launcher.launch(segment, initial_job_idx=start))
+            returns.append(_launch(launcher, segment, start, sweep_dir))
     return returns
+
+
+# Where submitit_local's controller processes write their stderr (see _launch).
+LOCAL_CONTROLLERS_LOG = ".submitit/controllers.log"
+
+
+def _launch(
+    launcher: Any, jobs: list[list[str]], start: int, sweep_dir: Path
+) -> Sequence[JobReturn]:
+    """`launcher.launch`, with submitit_local's controllers kept off the terminal.
+
+    submitit_local starts one controller process per job that inherits this process's
+    stderr and group, and prints a KeyboardInterrupt traceback when Ctrl-C reaches it
+    (or when submitit cancels its job). Their stderr goes to LOCAL_CONTROLLERS_LOG in
+    the sweep dir instead; each job's own output is in its submitit log as before.
+    """
+    if getattr(type(launcher), "_EXECUTOR", None) != "local":
+        return launcher.launch(jobs, initial_job_idx=start)
+    log_path = sweep_dir / LOCAL_CONTROLLERS_LOG
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with _inherited_stderr(log_path):
+        return launcher.launch(jobs, initial_job_idx=start)
+
+
+@contextlib.contextmanager
+def _inherited_stderr(path: Path) -> Iterator[None]:
+    """Processes started inside inherit `path` as their stderr (fd 2); this process's
+    own writes to sys.stderr still reach where they went before."""
+    own = sys.stderr
+    own.flush()
+    terminal_fd = os.dup(2)
+    try:
+        with path.open("ab") as log:
+            os.dup2(log.fileno(), 2)
+        with open(
+            terminal_fd, "w", closefd=False, encoding="utf-8", errors="backslashreplace"
+        ) as terminal:
+            if _writes_to_fd_2(own):
+                sys.stderr = terminal
+            try:
+                yield
+            finally:
+                sys.stderr = own
+    finally:
+        os.dup2(terminal_fd, 2)
+        os.close(terminal_fd)
+
+
+def _writes_to_fd_2(stream: Any) -> bool:
+    try:
+        return bool(stream.fileno() == 2)
+    except (AttributeError, OSError, ValueError):  # io.StringIO: a test captures it
+        return False
 
 
 def _composition_error(context: Any, config: DictConfig, job: Sequence[str]) -> str | None:
@@ -350,12 +406,28 @@ def finish_sweep(*, interrupted: bool = False) -> Summary | None:
     if sweep_dir is None or ended:
         return summary
     try:
-        return write_summary(
-            sweep_dir, stopped_early=True, interrupted=interrupted, planned=planned
-        )
+        with _sigint_ignored() if interrupted else contextlib.nullcontext():
+            return write_summary(
+                sweep_dir, stopped_early=True, interrupted=interrupted, planned=planned
+            )
     except OSError as exc:
         log.warning("Could not write the sweep summary in %s: %s", sweep_dir, exc)
         return None
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """After the first Ctrl-C, a second one (users press it again when a sweep seems to
+    hang) must not cut the summary of what was done in half; writing it takes well
+    under a second, then Ctrl-C works again."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class SweepSummary(Callback):

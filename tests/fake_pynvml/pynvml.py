@@ -8,6 +8,10 @@ AVATAR_FAKE_GPUS to a JSON list such as
 makes that NVML function raise NVMLError, or with AVATAR_FAKE_NVML_RAISE=<a builtin
 exception's name, e.g. RuntimeError> that exception, as a broken binding would.
 "name_hex" in place of "name" gives a name of raw bytes (not necessarily UTF-8).
+AVATAR_FAKE_NVML_HOLD=<dir> holds sweep jobs: the first process to call nvmlInit (the
+command itself) and the first call of any other process pass, every later call from
+another process waits until a signal ends it, so a test can interrupt a sweep with a
+known number of jobs done (tickets are files in <dir>).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import time
 from pathlib import Path
 
 _FAKES_PATH = Path(__file__).resolve().parent.parent / "fakes.py"
@@ -43,3 +48,34 @@ _fake = _fakes.fake_pynvml(
     fail_with=_fakes.builtin_error(_raise) if _raise else None,
 )
 globals().update({k: v for k, v in vars(_fake).items() if not k.startswith("__")})
+
+
+def _held(init):
+    """nvmlInit behind the AVATAR_FAKE_NVML_HOLD gate (see the module's docstring)."""
+    hold = Path(os.environ[_fakes.HOLD_ENV])
+    me = str(os.getpid()).encode()
+
+    def _take(name: str) -> bool:
+        try:
+            fd = os.open(hold / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        os.write(fd, me)
+        os.close(fd)
+        return True
+
+    def gated(*args, **kwargs):
+        if not _take("command") and (hold / "command").read_bytes() != me:
+            ticket = 0
+            while not _take(f"job-{ticket}"):
+                ticket += 1
+            deadline = time.monotonic() + 300  # a test that failed early leaks no process
+            while ticket > 0 and time.monotonic() < deadline:  # until a signal (Ctrl-C)
+                time.sleep(0.05)
+        return init(*args, **kwargs)
+
+    return gated
+
+
+if os.environ.get(_fakes.HOLD_ENV):
+    nvmlInit = _held(nvmlInit)  # noqa: F821 - set by globals().update above
