@@ -23,6 +23,7 @@ from avatar.stages.voice.audio import (
 from avatar.stages.voice.languages import XTTS_LANGUAGES, UnsupportedLanguageError
 from avatar.stages.voice.locking import StoreBusyError, store_lock
 from avatar.stages.voice.store import (
+    SPEAKER_FILE,
     InvalidVoiceNameError,
     UnknownVoiceError,
     Voice,
@@ -427,6 +428,35 @@ def test_rm_clip_takes_one_clip_out_by_original_or_stored_name(store, make_clip,
     assert [c.original_name for c in voice.clips] == ["a.wav"]
     assert files_under(voice.dir / "clips") == ["01-a.wav"]
     assert store.get("alice") == voice
+
+
+def _embed_all(clips, stored):
+    """An add check standing in for the speaker check: one 'embedding' per clip sha256."""
+    return {"encoder": "test", "dim": 2, "clips": {sha: [1.0, 0.5] for _, sha, _ in clips}}
+
+
+def test_rm_clip_drops_the_clips_embedding_from_speaker_json(store, make_clip):
+    """A removed clip leaves no voiceprint behind; the other clips' embeddings stay."""
+    store.add("alice", [make_clip("a.wav"), make_clip("b.wav", seed=2)], "en", check=_embed_all)
+    before = json.loads((store.get("alice").dir / SPEAKER_FILE).read_text("utf-8"))
+    assert len(before["clips"]) == 2
+
+    voice = store.remove("alice", clip="b.wav")
+
+    after = json.loads((voice.dir / SPEAKER_FILE).read_text("utf-8"))
+    assert set(after["clips"]) == {voice.clips[0].sha256}
+    assert {k: v for k, v in after.items() if k != "clips"} == {"encoder": "test", "dim": 2}
+
+
+@pytest.mark.parametrize("text", ["not json {", '["a list"]', '{"encoder": "x"}'])
+def test_a_speaker_json_avatar_did_not_write_is_left_as_it_is(store, make_clip, text):
+    store.add("alice", [make_clip("a.wav"), make_clip("b.wav", seed=2)], "en")
+    path = store.get("alice").dir / SPEAKER_FILE
+    path.write_text(text, "utf-8")
+
+    store.remove("alice", clip="b.wav")
+
+    assert path.read_text("utf-8") == text
 
 
 def test_rm_clip_of_the_only_clip_is_refused(store, make_clip):

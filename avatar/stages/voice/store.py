@@ -18,7 +18,8 @@ Why each write is safe when the process is killed at any point:
 - add --append, rm --clip: a journal first; new clip files, then the manifest is
   replaced atomically (the commit); files the manifest does not name are removed after.
   speaker.json (embeddings keyed by clip sha256) is replaced atomically before the commit:
-  an entry for a clip the manifest does not name is never read, so a crash leaves it harmless.
+  an entry for a clip the manifest does not name is never read, so a crash leaves it
+  harmless, and the tidying after the commit (or the next command's) drops it.
   Killed before the commit, the next command removes the unreferenced files: as before.
 - rm: the folder is renamed to `.tmp-<id>/` (the commit), then deleted.
 - rename: the journal is the commit; the folder rename and the manifest's new name are
@@ -953,3 +954,19 @@ def _tidy_voice(voice_dir: Path) -> None:
             for suffix in (".pt", ".json"):
                 with contextlib.suppress(FileNotFoundError):
                     (voice.cache_dir / f"{entry.key}{suffix}").unlink()
+    _prune_speaker_data(voice)
+
+
+def _prune_speaker_data(voice: Voice) -> None:
+    """Drop speaker.json's embeddings of clips the manifest no longer names (`rm --clip`, an
+    append stopped before its commit). They are never read, but an embedding is a voiceprint:
+    a user who removed a clip expects nothing derived from it to stay on disk."""
+    data = read_speaker_data(voice.dir)
+    clips = data.get("clips") if isinstance(data, dict) else None
+    if not isinstance(clips, dict):
+        return
+    kept = {clip.sha256 for clip in voice.clips}
+    if set(clips) <= kept:
+        return
+    pruned = {sha256: vector for sha256, vector in clips.items() if sha256 in kept}
+    _atomic_write(voice.dir / SPEAKER_FILE, _json_bytes({**data, "clips": pruned}))
