@@ -506,6 +506,7 @@ STATUS_IMPORT_REASONS: dict[str, str] = {
     "avatar.cli.argv": "reads --config-dir/--config-name before Hydra does (user errors first)",
     "avatar.cli.status_view": "builds and renders the status the command prints",
     "avatar.cli.tables": "the status's text tables",
+    "avatar.cli.paragraph": "Hydra's and OmegaConf's errors as one paragraph of the user's words",
     "avatar.cli.sweep": "the sweep callback conf/config.yaml names (`hydra.callbacks`): Hydra "
     "instantiates it in every run; app.py also checks a sweep's launcher with it",
     "avatar.cli.report": "status.json's fields, imported by the sweep callback (the config app "
@@ -519,6 +520,9 @@ STATUS_IMPORT_REASONS: dict[str, str] = {
     "avatar.config.profiles": "the auto profile: reads the profile files, picks one",
     "avatar.config.schema": "the typed schema Hydra validates the config against",
     "avatar.config.user_file": "checks a user's --config-name file before Hydra reads it",
+    "avatar.config.user_dir": "names the file of the user's folder behind a composition that "
+    "failed with RecursionError/OverflowError (a defaults cycle, a huge number)",
+    "avatar.config.yaml_files": "reads a user's or a profile's YAML with file and line in errors",
     "avatar.errors": "the user-error types (one paragraph, exit status 1)",
     "avatar.units": "MiB conversion used by the NVML adapter",
     "avatar.version": "the version in the status header and `--help`",

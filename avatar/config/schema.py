@@ -8,6 +8,7 @@ checks those ranges, the interpolations and the keys a `+key=` override added.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from avatar.errors import ConfigValueError
@@ -355,24 +356,82 @@ def validate(cfg: DictConfig) -> None:
     """Check what OmegaConf does not: missing values, interpolations, keys, and ranges.
 
     Raises ConfigValueError with one paragraph naming the key, the value and what
-    is allowed. Every OmegaConf call is inside the try: an interpolation that fails
-    (`steps=${oc.env:HOME}`, `${nosuch}`) can surface from any of them.
+    is allowed. One walk over the config gathers what each check needs (every status
+    run and `load_config()` pays for it; four separate walks cost three times as much),
+    and the errors are raised in the order the checks had: missing values, then
+    interpolations that fail (`steps=${oc.env:HOME}`, `${nosuch}`), unknown keys, ranges.
     """
+    found = _Findings()
     try:
-        missing = sorted(OmegaConf.missing_keys(cfg))
-        if missing:
+        _gather(cfg, "", found)
+        if found.missing:
             raise ConfigValueError(
-                f"These config keys have no value: {', '.join(missing)}. A profile file must "
-                "set every profile key (see conf/profile/rtx3080.yaml), and ??? values must "
-                "be set on the command line (key=value) or in your config file."
+                f"These config keys have no value: {', '.join(sorted(found.missing))}. A "
+                "profile file must set every profile key (see conf/profile/rtx3080.yaml), and "
+                "??? values must be set on the command line (key=value) or in your config file."
             )
-        OmegaConf.to_container(cfg, resolve=True)
-        check_known_keys(cfg)
-        check_ranges(cfg)
+        if found.unresolved is not None:
+            raise found.unresolved
+        if found.unknown is not None:
+            raise _unknown_key_error(*found.unknown)
+        _check_ranged(found.ranged)
         _check_stages(cfg)
         _check_voice_language(cfg)
     except OmegaConfBaseException as exc:
         raise unresolved_error(exc) from exc
+
+
+@dataclass
+class _Findings:
+    """What one walk over a composed config found (see `_gather`)."""
+
+    missing: list[str] = field(default_factory=list)
+    unresolved: OmegaConfBaseException | None = None  # the first, in key order
+    unknown: tuple[str, str, list[str]] | None = None  # the first: (prefix, name, known keys)
+    ranged: list[tuple[bool, str, Any, Any, Any, Any]] = field(default_factory=list)
+
+
+def _gather(node: DictConfig, prefix: str, found: _Findings) -> None:
+    """Walk `node` once, resolving every value: missing keys, the first interpolation that
+    fails, the first key its schema does not know, and every ranged value."""
+    schema = _schema_of(node)
+    specs = _field_specs(schema) if schema is not None else None
+    for key in node:
+        name = str(key)
+        full = f"{prefix}{name}"
+        if specs is not None and name not in specs and found.unknown is None:
+            found.unknown = (prefix, name, list(specs))
+        child = node._get_node(name)
+        if child is None:
+            continue
+        if child._is_missing():
+            found.missing.append(full)
+            continue
+        try:
+            value = node[name]  # resolves an interpolation
+            if isinstance(value, ListConfig):
+                found.missing.extend(OmegaConf.missing_keys(value))
+                OmegaConf.to_container(value, resolve=True)
+        except OmegaConfBaseException as exc:
+            if found.unresolved is None:
+                found.unresolved = exc
+            continue
+        if isinstance(value, DictConfig):
+            _gather(value, f"{full}.", found)
+            continue
+        spec = specs.get(name) if specs is not None else None
+        if spec is not None and RANGE_MIN in spec.metadata and value is not None:
+            meta = spec.metadata
+            copied = bool(child._is_interpolation())
+            found.ranged.append(
+                (copied, full, value, meta[RANGE_MIN], meta[RANGE_MAX], meta[RANGE_EXAMPLE])
+            )
+
+
+@functools.cache
+def _field_specs(schema: type) -> dict[str, Any]:
+    """A schema's fields by name; the schemas never change in a process."""
+    return {spec.name: spec for spec in fields(schema)}
 
 
 def unresolved_error(exc: OmegaConfBaseException) -> ConfigValueError:
@@ -395,35 +454,23 @@ def _schema_of(node: DictConfig) -> type | None:
     return schema if isinstance(schema, type) and is_dataclass(schema) else None
 
 
-def check_known_keys(node: DictConfig, prefix: str = "") -> None:
-    """Every key of a typed node must be a field of its schema.
+def _unknown_key_error(prefix: str, name: str, known: list[str]) -> ConfigValueError:
+    """`+Steps=30` (a typo): Hydra's `+key=value` adds a key even to a structured config,
+    so it would otherwise be accepted and change nothing. The error suggests the closest key."""
+    import difflib  # only for the error: keeps it off every valid run's imports
 
-    Hydra's `+key=value` adds a key even to a structured config, so `+Steps=30` (a typo)
-    would otherwise be accepted and change nothing. The error suggests the closest key.
-    """
-    schema = _schema_of(node)
-    known = [f.name for f in fields(schema)] if schema is not None else None
-    for key in node:
-        name = str(key)
-        full = f"{prefix}{name}"
-        if known is not None and name not in known:
-            import difflib  # only for the error: keeps it off every valid run's imports
-
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-            close = close or [k for k in known if k.lower() == name.lower()]
-            hint = (
-                f"Did you mean '{prefix}{close[0]}' ({prefix}{close[0]}=VALUE, without +)?"
-                if close
-                else f"The keys here are: {', '.join(known)}."
-            )
-            raise ConfigValueError(
-                f"Unknown config key '{full}': avatar does not read it, so setting it would "
-                f"change nothing. {hint}",
-                key=full,
-            )
-        child = node._get_node(name)
-        if isinstance(child, DictConfig) and not child._is_none():
-            check_known_keys(child, f"{full}.")
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    close = close or [k for k in known if k.lower() == name.lower()]
+    hint = (
+        f"Did you mean '{prefix}{close[0]}' ({prefix}{close[0]}=VALUE, without +)?"
+        if close
+        else f"The keys here are: {', '.join(known)}."
+    )
+    return ConfigValueError(
+        f"Unknown config key '{prefix}{name}': avatar does not read it, so setting it would "
+        f"change nothing. {hint}",
+        key=f"{prefix}{name}",
+    )
 
 
 def check_ranges(node: DictConfig, prefix: str = "") -> None:
@@ -433,7 +480,11 @@ def check_ranges(node: DictConfig, prefix: str = "") -> None:
     interpolation, so a bad `profile.steps` is reported as itself, not as the `steps`
     that follows it (nor `enhance.tile_by_quality.medium` as `enhance.tile`).
     """
-    found = list(_ranged_values(node, prefix))
+    _check_ranged(list(_ranged_values(node, prefix)))
+
+
+def _check_ranged(found: list[tuple[bool, str, Any, Any, Any, Any]]) -> None:
+    """Raise for the first value out of its range; set values before copied ones."""
     for _copied, key, value, low, high, example in sorted(found, key=lambda f: f[0]):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue  # OmegaConf has checked the type
