@@ -7,6 +7,7 @@ holds another sweep or cannot be written, and the missing-plugin hint.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -172,16 +173,21 @@ def test_ctrl_c_in_a_terminal_stops_a_sweep_of_worker_processes_without_a_traceb
         cwd=tmp_path, env=fake_nvml_env([], **{HOLD_ENV: str(hold)}),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
-    deadline = time.monotonic() + CLI_TIMEOUT_S
-    # The job let through is done (whichever started first), a second is held.
-    while (
-        not list((tmp_path / "sweep").glob(f"*/{STATUS_FILE}")) or len(list(hold.glob("job-*"))) < 2
-    ):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
+    try:
+        deadline = time.monotonic() + CLI_TIMEOUT_S
+        # The job let through is done (whichever started first), a second is held.
+        while not list((tmp_path / "sweep").glob(f"*/{STATUS_FILE}")) or (
+            len(list(hold.glob("job-*"))) < 2
+        ):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the sweep never got to one job done"
+            time.sleep(0.05)
 
-    os.killpg(proc.pid, signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=CLI_TIMEOUT_S)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=CLI_TIMEOUT_S)
+    finally:  # whatever failed, no process of the sweep outlives the test
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
     assert proc.returncode == 130, stdout + stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
