@@ -113,7 +113,7 @@ def prepare(argv: list[str]) -> tuple[AutoProfile, Path]:
     return auto, _user_dir_first(pre)
 
 
-def _fail(exc: AvatarUserError) -> NoReturn:
+def fail_user_error(exc: AvatarUserError) -> NoReturn:
     """Bad input: its paragraph on stderr, exit status 1 (the traceback too with
     HYDRA_FULL_ERROR=1, as README promises)."""
     if _full_error():
@@ -155,7 +155,7 @@ def run_status(cfg: DictConfig, hydra_cfg: DictConfig, auto: AutoProfile | None 
             write_job_status(hydra_cfg, cfg, error=exc)
             print(f"Error: {exc}", file=sys.stderr)
             return
-        _fail(exc)
+        fail_user_error(exc)
         return
     if multirun:
         write_job_status(hydra_cfg, cfg, report=report, auto=job_auto)
@@ -248,7 +248,7 @@ def run_app(
                     # A multirun's summary, even when Hydra stopped or the user pressed Ctrl-C.
                     summary = finish_sweep(interrupted=interrupted)
         except AvatarUserError as exc:
-            _fail(exc)
+            fail_user_error(exc)
         except (HydraException, OmegaConfBaseException) as exc:
             _fail_hydra(exc)
         except Exception as exc:

@@ -29,7 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from avatar.cli.app import _fail, run_app
+from avatar.cli.app import fail_user_error, run_app
 from avatar.cli.report import jsonable
 from avatar.cli.sweep import job_conf_dirs, write_job_status
 from avatar.config.compat import hydra_main_options, store_config
@@ -232,7 +232,7 @@ def run_speak(cfg: DictConfig, hydra_cfg: DictConfig, auto: AutoProfile | None =
             write_job_status(hydra_cfg, cfg, error=exc)
             print(f"Error: {exc}", file=sys.stderr)
             return
-        _fail(exc)
+        fail_user_error(exc)
         return
     speaker = None if cfg.speaker is None else str(cfg.speaker)
     print(render_speech(result, synth, speaker, similarity))
