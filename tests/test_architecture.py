@@ -133,3 +133,50 @@ def test_every_subpackage_ships_in_the_wheel() -> None:
         if "__pycache__" not in init.parts
     }
     assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+
+
+def _readme_tree() -> dict[str, set[str]]:
+    """README's Architecture tree: package path (e.g. "avatar/config") -> the names listed
+    in it (modules without `.py`, subpackages without `/`)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Architecture", 1)[1].split("```", 2)[1]
+    listed: dict[str, set[str]] = {}
+    stack: list[tuple[int, str]] = []
+    for line in block.splitlines():
+        names = [w for w in line.split() if w.endswith((".py", "/"))]
+        if not names or not line.strip().startswith(names[0]):
+            continue  # a description's continuation line
+        indent = len(line) - len(line.lstrip())
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        parent = stack[-1][1] if stack else ""
+        for name in names:
+            listed.setdefault(parent, set()).add(name.removesuffix(".py").rstrip("/"))
+        if names[0].endswith("/"):
+            stack.append((indent, f"{parent}/{names[0].rstrip('/')}".lstrip("/")))
+    return listed
+
+
+def test_readme_architecture_lists_every_module_where_it_lives() -> None:
+    """README's tree is the map of the code: a module added without a line there (or one
+    moved or removed and still listed) fails here."""
+    listed = _readme_tree()
+    actual: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(ROOT)
+        if "__pycache__" in relative.parts or path.name == "__init__.py":
+            continue
+        actual.setdefault(relative.parent.as_posix(), set()).add(path.stem)
+    for package in PACKAGE.rglob("*"):
+        if package.is_dir() and (package / "__init__.py").is_file():
+            relative = package.relative_to(ROOT)
+            actual.setdefault(relative.parent.as_posix(), set()).add(relative.name)
+
+    for package, names in sorted(actual.items()):
+        shims = {"__init__", "__main__"}  # a subpackage's `python -m` shim: its line says so
+        missing = names - listed.get(package, set()) - shims
+        assert not missing, f"README's Architecture tree lacks {sorted(missing)} in {package}/"
+    for package, names in sorted(listed.items()):
+        if package.startswith("avatar"):
+            gone = names - actual.get(package, set()) - {"__init__"}
+            assert not gone, f"README's Architecture tree lists {sorted(gone)} in {package}/"
