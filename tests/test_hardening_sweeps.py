@@ -389,3 +389,33 @@ def test_a_sweep_dir_where_no_folder_can_be_made_is_one_paragraph_even_for_root(
     assert "cannot be written" in message and "hydra.sweep.dir=" in message, message
     assert "\n" not in message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_processes_started_during_a_local_submitit_launch_write_stderr_to_the_log(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """submitit_local's controllers inherit fd 2: inside, a child's stderr goes to the log,
+    this process's own stderr does not, and fd 2 is as it was afterwards."""
+    from avatar.cli.sweep import _inherited_stderr
+
+    log = tmp_path / "controllers.log"
+    child = [sys.executable, "-c", "import sys; sys.stderr.write('from the child')"]
+    with _inherited_stderr(log):
+        subprocess.run(child, check=True)
+        print("from this process", file=sys.stderr)
+    subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write(' after')"], check=True)
+
+    assert log.read_text("utf-8") == "from the child"
+    assert capfd.readouterr().err == "from this process\n after"
+
+
+def test_a_log_that_cannot_be_opened_leaves_stderr_as_it_is(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from avatar.cli.sweep import _inherited_stderr
+
+    (tmp_path / "file").write_text("a file where the log's folder would be\n", "utf-8")
+    with _inherited_stderr(tmp_path / "file" / "controllers.log"):
+        subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('x')"], check=True)
+
+    assert capfd.readouterr().err == "x"

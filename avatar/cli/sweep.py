@@ -321,13 +321,22 @@ def _launch(
 @contextlib.contextmanager
 def _inherited_stderr(path: Path) -> Iterator[None]:
     """Processes started inside inherit `path` as their stderr (fd 2); this process's
-    own writes to sys.stderr still reach where they went before."""
+    own writes to sys.stderr still reach where they went before. Where that cannot be
+    arranged (no fd 2, the log cannot be opened) the processes keep this one's stderr:
+    noise on the terminal is better than a sweep that does not start."""
     own = sys.stderr
     own.flush()
-    terminal_fd = os.dup(2)
+    terminal_fd: int | None = None
     try:
+        terminal_fd = os.dup(2)
         with path.open("ab") as log:
             os.dup2(log.fileno(), 2)
+    except OSError:
+        if terminal_fd is not None:
+            os.close(terminal_fd)
+        yield
+        return
+    try:
         with open(
             terminal_fd, "w", closefd=False, encoding="utf-8", errors="backslashreplace"
         ) as terminal:
