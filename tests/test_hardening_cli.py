@@ -205,6 +205,23 @@ def test_warnings_go_to_stderr_and_stdout_holds_only_the_status(tmp_path: Path) 
     assert result.stdout.startswith("avatar ")
 
 
+def test_a_library_warning_is_one_line_without_the_code_that_raised_it(tmp_path: Path) -> None:
+    """Hydra warns (a Python UserWarning) about a user file without `_self_`; the user sees
+    the message as one line like avatar's own, not Hydra's file, line and source text,
+    unless HYDRA_FULL_ERROR=1 asks for a developer's view."""
+    write_user_config(tmp_path, "myconf/mine.yaml", "defaults:\n  - config\nsteps: 7\n")
+
+    result = run_avatar(*USER, cwd=tmp_path)
+    full = run_avatar(*USER, cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+
+    assert result.returncode == 0, result.output
+    assert status_settings(result.stdout)["steps"] == "7"  # the file's value wins
+    lines = [line for line in result.stderr.splitlines() if "_self_" in line]
+    assert lines == [line for line in lines if line.startswith("In 'mine':")] and len(lines) == 1
+    assert "defaults_list.py" not in result.stderr and "UserWarning" not in result.stderr
+    assert "UserWarning" in full.stderr and "warnings.warn" in full.stderr
+
+
 def test_hydra_full_error_shows_the_traceback_of_a_user_error(tmp_path: Path) -> None:
     result = run_avatar("steps=0", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
 

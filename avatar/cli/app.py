@@ -16,9 +16,10 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -234,7 +235,7 @@ def run_app(
     """
     summary = None
     interrupted = False
-    with _nvml_held():
+    with _nvml_held(), _one_line_warnings():
         try:
             auto, config_dir = prepare(argv)
             if after_prepare is not None:
@@ -258,6 +259,34 @@ def run_app(
     if summary is not None and summary.failed:
         print(f"Error: {summary.failure_message()}", file=sys.stderr)
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Python warnings raised while a command runs (Hydra's migration notes, a library's
+    deprecations) as one line on stderr, like avatar's own warnings, instead of with the
+    file, line and source text that raised them: noise to a user, who did not write that
+    code. HYDRA_FULL_ERROR=1 keeps Python's own format for developers."""
+    if _full_error():
+        yield
+        return
+    shown = warnings.showwarning
+
+    def show_one_line(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        print(" ".join(str(message).split()), file=file or sys.stderr)
+
+    warnings.showwarning = show_one_line
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 def _interrupted(summary: Summary | None) -> NoReturn:
