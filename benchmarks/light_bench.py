@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import socket
 import statistics
 import sys
@@ -31,6 +30,8 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from run import cpu_model, machine_slug  # this folder: the script's own, on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -44,22 +45,6 @@ TEXT = (
     "the moment the install finished, and that was the point."
 )
 SEED = 0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_slug() -> str:
-    """A file-name slug for this machine, the way benchmarks/run.py names its CPU results."""
-    base = f"cpu {cpu_model()} {os.cpu_count() or 0}cores"
-    return re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-") or "machine"
 
 
 def pin_to_one_core() -> str:

@@ -222,9 +222,14 @@ def machine_section(gpu: GpuFacts | None, why_no_gpu: str) -> tuple[Section, str
         ("date", time.strftime("%Y-%m-%d %H:%M %Z")),
     ]
     section = Section("Machine", ["| | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)])
-    base = gpu.name if gpu else f"cpu {cpu} {cores}cores"
-    slug = re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-") or "machine"
-    return section, slug
+    return section, machine_slug(gpu.name if gpu else None)
+
+
+def machine_slug(gpu_name: str | None = None) -> str:
+    """This machine's name in result files: the GPU's, or `cpu-<model>-<N>cores` without one
+    (every benchmark script names its files this way)."""
+    base = gpu_name or f"cpu {cpu_model()} {os.cpu_count() or 0}cores"
+    return re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-") or "machine"
 
 
 # --------------------------------------------------------------------------- CPU part
