@@ -31,6 +31,16 @@ from typing import Any
 MIB = 1024 * 1024
 TESTS_DIR = Path(__file__).resolve().parent
 FAKE_PYNVML_DIR = TESTS_DIR / "fake_pynvml"  # first on PYTHONPATH: `import pynvml` finds the fake
+# Every NVML call avatar's status path makes (detection, then the VRAM query), in order;
+# tests/test_faults.py fails when the status path starts calling one not listed here.
+DETECTION_CALLS = (
+    "nvmlInit",
+    "nvmlDeviceGetCount",
+    "nvmlDeviceGetHandleByIndex",
+    "nvmlDeviceGetName",
+    "nvmlDeviceGetUUID",
+    "nvmlDeviceGetMemoryInfo",
+)
 GPUS_ENV = "AVATAR_FAKE_GPUS"
 FAIL_ENV = "AVATAR_FAKE_NVML_FAIL"
 HOLD_ENV = "AVATAR_FAKE_NVML_HOLD"  # a folder: later sweep jobs wait in nvmlInit (fake_pynvml)

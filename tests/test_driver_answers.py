@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import run_avatar, status_profile
 from fakes import (
+    DETECTION_CALLS,
     NVML_ERROR_NOT_SUPPORTED,
     NVML_ERROR_UNKNOWN,
     FakeCuda,
@@ -41,15 +42,6 @@ from avatar.vram import VRAMManager
 FakeNvml = Callable[..., FakeNvmlModule]
 FakeTorchCuda = Callable[..., FakeCuda]
 
-# Every NVML call detection makes; a failure at any of them must end in CPU mode.
-DETECTION_CALLS = (
-    "nvmlInit",
-    "nvmlDeviceGetCount",
-    "nvmlDeviceGetHandleByIndex",
-    "nvmlDeviceGetName",
-    "nvmlDeviceGetUUID",
-    "nvmlDeviceGetMemoryInfo",
-)
 # What broken bindings have raised besides NVMLError.
 BINDING_ERRORS = (RuntimeError, OSError, AttributeError, TypeError, ValueError, KeyError)
 

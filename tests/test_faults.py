@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import run_avatar, status_profile, tree_snapshot, write_user_config
-from fakes import FakeCuda, FakeGPU, FakeNvmlModule, fake_torch
+from fakes import DETECTION_CALLS, FakeCuda, FakeGPU, FakeNvmlModule, fake_torch
 
 from avatar import detect_gpu, load_config
 from avatar.cli.status_view import build_status, render_status
@@ -27,16 +27,6 @@ from avatar.cli.status_view import build_status, render_status
 FakeNvml = Callable[..., FakeNvmlModule]
 RTX3080 = "NVIDIA GeForce RTX 3080"
 
-# Every NVML function the status path calls (detection, then the VRAM query). The first
-# test below fails when the status path starts calling one that is not listed here.
-DETECTION_CALLS = (
-    "nvmlInit",
-    "nvmlDeviceGetCount",
-    "nvmlDeviceGetHandleByIndex",
-    "nvmlDeviceGetName",
-    "nvmlDeviceGetUUID",
-    "nvmlDeviceGetMemoryInfo",
-)
 HARMLESS_CALLS = ("nvmlShutdown",)  # failing there changes nothing a user sees
 STATUS_PATH_CALLS = DETECTION_CALLS + HARMLESS_CALLS
 
