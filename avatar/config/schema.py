@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import math
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any
@@ -480,7 +479,11 @@ def check_ranges(node: DictConfig, prefix: str = "") -> None:
     interpolation, so a bad `profile.steps` is reported as itself, not as the `steps`
     that follows it (nor `enhance.tile_by_quality.medium` as `enhance.tile`).
     """
-    _check_ranged(list(_ranged_values(node, prefix)))
+    found = _Findings()
+    _gather(node, prefix, found)
+    if found.unresolved is not None:
+        raise found.unresolved
+    _check_ranged(found.ranged)
 
 
 def _check_ranged(found: list[tuple[bool, str, Any, Any, Any, Any]]) -> None:
@@ -498,35 +501,6 @@ def _check_ranged(found: list[tuple[bool, str, Any, Any, Any, Any]]) -> None:
                 f"Invalid value for '{key}': {shown_number(value)}. It must be {kind} "
                 f"(for example {key}={example}).",
                 key=key,
-            )
-
-
-def _ranged_values(node: DictConfig, prefix: str) -> Iterator[tuple[bool, str, Any, Any, Any, Any]]:
-    """(is an interpolation, key, value, lowest, highest, example) of each ranged value."""
-    schema = _schema_of(node)
-    if schema is None:
-        return
-    for spec in fields(schema):
-        if spec.name not in node:
-            continue
-        child = node._get_node(spec.name)
-        if isinstance(child, DictConfig):
-            if not child._is_none():
-                yield from _ranged_values(child, f"{prefix}{spec.name}.")
-            continue
-        if RANGE_MIN not in spec.metadata or child is None:
-            continue
-        value = node[spec.name]
-        if value is not None:
-            meta = spec.metadata
-            copied = bool(child._is_interpolation())
-            yield (
-                copied,
-                f"{prefix}{spec.name}",
-                value,
-                meta[RANGE_MIN],
-                meta[RANGE_MAX],
-                meta[RANGE_EXAMPLE],
             )
 
 
