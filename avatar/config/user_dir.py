@@ -167,12 +167,21 @@ def _huge_number(conf_dirs: Sequence[Path]) -> ConfigFileError | None:
         if not isinstance(data, dict):
             continue
         values = {k: v for k, v in data.items() if k != "defaults"}
-        found = too_large_number(values, _package(config_path, path))
-        if found is not None:
-            return ConfigFileError(
-                f"Config file {path}: {huge_number_message(*found)} Fix the file; nothing was run."
-            )
+        error = huge_number_error(path, values, _package(config_path, path))
+        if error is not None:
+            return error
     return None
+
+
+def huge_number_error(path: Path, data: Any, key: str = "") -> ConfigFileError | None:
+    """The error for a number in a file's `data` too large for any float (the values land
+    under `key`), naming the file, the key and its range; None when there is none."""
+    found = too_large_number(data, key)
+    if found is None:
+        return None
+    return ConfigFileError(
+        f"Config file {path}: {huge_number_message(*found)} Fix the file; nothing was run."
+    )
 
 
 def explain_failure(exc: BaseException, conf_dirs: Sequence[Path]) -> ConfigFileError | None:

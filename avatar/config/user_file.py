@@ -13,8 +13,7 @@ from typing import Any
 
 from avatar.config.files import PRIMARY_CONFIG, builtin_conf_dir
 from avatar.config.overrides import PROFILE_GROUP
-from avatar.config.schema import huge_number_message, too_large_number
-from avatar.config.user_dir import find_defaults_cycle
+from avatar.config.user_dir import find_defaults_cycle, huge_number_error
 from avatar.config.yaml_files import read_yaml_file
 from avatar.errors import ConfigFileError
 
@@ -63,11 +62,9 @@ def check_user_config(path: Path) -> UserConfig | None:
             f"Config file {path} must hold a mapping of keys to values, not a "
             f"{type(data).__name__}."
         )
-    found = too_large_number(data)
-    if found is not None:
-        raise ConfigFileError(
-            f"Config file {path}: {huge_number_message(*found)} Fix the file; nothing was run."
-        )
+    huge = huge_number_error(path, data)
+    if huge is not None:
+        raise huge
     defaults = data.get("defaults") or []
     if not isinstance(defaults, list):
         raise ConfigFileError(
