@@ -296,26 +296,39 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list[Sequence[JobReturn]]:
     return returns
 
 
-# Where submitit_local's controller processes write their stderr (see _launch).
+# Where the processes of the local launchers write their stderr (see _launch).
 LOCAL_CONTROLLERS_LOG = ".submitit/controllers.log"
+JOBLIB_WORKERS_LOG = "joblib-workers.log"  # a file, not a folder: never read as a job dir
 
 
 def _launch(
     launcher: Any, jobs: list[list[str]], start: int, sweep_dir: Path
 ) -> Sequence[JobReturn]:
-    """`launcher.launch`, with submitit_local's controllers kept off the terminal.
+    """`launcher.launch`, with the processes a local launcher starts kept off the terminal.
 
-    submitit_local starts one controller process per job that inherits this process's
-    stderr and group, and prints a KeyboardInterrupt traceback when Ctrl-C reaches it
-    (or when submitit cancels its job). Their stderr goes to LOCAL_CONTROLLERS_LOG in
-    the sweep dir instead; each job's own output is in its submitit log as before.
+    submitit_local starts one controller process per job, joblib a pool of worker
+    processes; both inherit this process's stderr and process group, so Ctrl-C reaches
+    them too, and each prints a KeyboardInterrupt traceback (a controller always, an idle
+    joblib worker when the signal finds it between jobs). Their stderr goes to a log in
+    the sweep dir instead; what a job found is in its status.json as before.
     """
-    if getattr(type(launcher), "_EXECUTOR", None) != "local":
+    log_path = _launcher_log(launcher, sweep_dir)
+    if log_path is None:
         return launcher.launch(jobs, initial_job_idx=start)
-    log_path = sweep_dir / LOCAL_CONTROLLERS_LOG
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with _inherited_stderr(log_path):
         return launcher.launch(jobs, initial_job_idx=start)
+
+
+def _launcher_log(launcher: Any, sweep_dir: Path) -> Path | None:
+    """Where the processes this launcher starts write their stderr; None: it starts none
+    here (basic runs jobs in this process, SLURM on the cluster's nodes)."""
+    kind = type(launcher)
+    if getattr(kind, "_EXECUTOR", None) == "local":  # hydra-submitit-launcher's LocalLauncher
+        return sweep_dir / LOCAL_CONTROLLERS_LOG
+    if kind.__module__.startswith("hydra_plugins.hydra_joblib_launcher"):
+        return sweep_dir / JOBLIB_WORKERS_LOG
+    return None
 
 
 @contextlib.contextmanager
